@@ -1,0 +1,18 @@
+//! Pigment: a text-to-image diffusion engine.
+//!
+//! The library is the engine; the `pigment` CLI and the HTTP server are front ends of it.
+//! See docs/ARCHITECTURE.md for the map of modules.
+
+pub mod device;
+pub mod error;
+pub mod image;
+pub mod pipelines;
+pub mod rng;
+pub mod samplers;
+pub mod schedule;
+pub mod text;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! AutoencoderKL: the VAE of latent diffusion (Rombach 2022).
+pub mod config;
+pub use config::AutoencoderKLConfig;
