@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use super::alpha_schedule::{add_noise_alpha, clip, predict_x0};
-use super::ops::{div, f32, lin2, mul};
+use super::ops::{as_f32, div, lin2, mul};
 use super::{check_index, PredictionType, Sampler, Setup};
 use crate::error::Result;
 use crate::rng::TorchGenerator;
@@ -75,7 +75,7 @@ impl Sampler for Ddim {
         rng: &mut TorchGenerator,
     ) -> Result<Tensor> {
         check_index(step_index, self.timesteps.len())?;
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let t = self.timesteps[step_index] as i64;
         let prev_t = t - self.step_ratio;
         let alpha_prod_t = self.alphas_cumprod[t as usize];

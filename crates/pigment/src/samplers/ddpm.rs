@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use super::alpha_schedule::{add_noise_alpha, clip, predict_x0};
-use super::ops::{f32, lin2, mul};
+use super::ops::{as_f32, lin2, mul};
 use super::{check_index, PredictionType, Sampler, Setup};
 use crate::error::Result;
 use crate::rng::TorchGenerator;
@@ -65,7 +65,7 @@ impl Sampler for Ddpm {
         rng: &mut TorchGenerator,
     ) -> Result<Tensor> {
         check_index(step_index, self.timesteps.len())?;
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let alpha_prod_t = self.alpha_at(step_index);
         // After the last timestep comes alpha_prod = 1 (x_0 itself).
         let alpha_prod_prev = if step_index + 1 < self.timesteps.len() {

@@ -7,7 +7,7 @@
 
 use candle_core::Tensor;
 
-use super::ops::{div, f32, lin2, mul};
+use super::ops::{as_f32, div, lin2, mul};
 use super::sigma_schedule::sigma_alphas_cumprod;
 use super::{check_index, PredictionType, Sampler, Setup};
 use crate::error::Result;
@@ -126,7 +126,7 @@ impl Sampler for DpmPp2M {
             self.lower_order_nums = 0;
         }
         self.last_step = Some(step_index);
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let x0 = self.x0(&out, &x, step_index)?;
         let noise = if self.sde {
             Some(rng.randn_tensor(x0.dims(), x0.device())?)

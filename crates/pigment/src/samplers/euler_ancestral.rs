@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::ops::{div, f32, mul};
+use super::ops::{as_f32, div, mul};
 use super::sigma_schedule::{
     add_noise_sigma, predict_x0, scale_input, sigma_alphas_cumprod, SigmaSchedule,
 };
@@ -56,7 +56,7 @@ impl Sampler for EulerAncestral {
         rng: &mut TorchGenerator,
     ) -> Result<Tensor> {
         check_index(step_index, self.schedule.timesteps.len())?;
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let sigma = self.schedule.sigmas[step_index];
         let sigma_to = self.schedule.sigmas[step_index + 1];
         let x0 = predict_x0(self.prediction, &out, &x, sigma)?;

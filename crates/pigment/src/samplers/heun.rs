@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::ops::{div, f32, mul};
+use super::ops::{as_f32, div, mul};
 use super::sigma_schedule::{add_noise_sigma, predict_x0, scale_input, SigmaSchedule};
 use super::{check_index, PredictionType, Sampler, Setup};
 use crate::error::{Error, Result};
@@ -81,7 +81,7 @@ impl Sampler for Heun {
         _rng: &mut TorchGenerator,
     ) -> Result<Tensor> {
         check_index(step_index, self.timesteps.len())?;
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let first_order = step_index.is_multiple_of(2);
         // The level the model output belongs to: the start of the Euler step, or (for the
         // correction) its end; both are sigmas[step_index] in the repeated list.

@@ -7,7 +7,7 @@
 use candle_core::Tensor;
 
 use super::alpha_schedule::{add_noise_alpha, clip, predict_x0};
-use super::ops::{f32, lin2};
+use super::ops::{as_f32, lin2};
 use super::{check_index, PredictionType, Sampler, Setup};
 use crate::error::{Error, Result};
 use crate::rng::TorchGenerator;
@@ -89,7 +89,7 @@ impl Sampler for Lcm {
         rng: &mut TorchGenerator,
     ) -> Result<Tensor> {
         check_index(step_index, self.timesteps.len())?;
-        let (x, out) = (f32(sample)?, f32(model_output)?);
+        let (x, out) = (as_f32(sample)?, as_f32(model_output)?);
         let last = step_index + 1 == self.timesteps.len();
         let alpha_prod_t = self.alpha_at(step_index);
         let alpha_prod_prev = self.alpha_at(if last { step_index } else { step_index + 1 });

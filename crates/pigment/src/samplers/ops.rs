@@ -23,6 +23,6 @@ pub(crate) fn lin2(a: f32, x: &Tensor, b: f32, y: &Tensor) -> Result<Tensor> {
 }
 
 /// The tensor in float32, where the sampler arithmetic happens.
-pub(crate) fn f32(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn as_f32(x: &Tensor) -> Result<Tensor> {
     Ok(x.to_dtype(DType::F32)?)
 }
