@@ -66,8 +66,8 @@ pub struct UNet2DConditionConfig {
     pub norm_eps: f64,
     pub cross_attention_dim: PerBlock<usize>,
     pub transformer_layers_per_block: PerBlock<usize>,
-    /// Per-head channel count in SD1 configs; SD2 configs misuse it as the head *count*
-    /// (diffusers keeps the misnomer: see `num_attention_heads` below).
+    /// Despite its name, the number of attention heads per block in SD1 (8) and SD2
+    /// ([5, 10, 20, 20]) configs: diffusers keeps the misnomer (see `num_attention_heads`).
     pub attention_head_dim: PerBlock<usize>,
     /// When set, the number of heads; when absent diffusers uses `attention_head_dim` as the
     /// number of heads (unet_2d_condition.py: `num_attention_heads = num_attention_heads or
@@ -84,6 +84,17 @@ pub struct UNet2DConditionConfig {
     pub conv_in_kernel: usize,
     pub conv_out_kernel: usize,
     pub time_cond_proj_dim: Option<usize>,
+    /// Width of the time embedding; diffusers' default (None) is `4 * block_out_channels[0]`.
+    pub time_embedding_dim: Option<usize>,
+    // The fields below exist only so that a config using them is refused (Error::Config) rather
+    // than silently run as something else: Pigment supports only their diffusers defaults.
+    pub time_embedding_act_fn: Option<String>,
+    pub timestep_post_act: Option<String>,
+    pub encoder_hid_dim: Option<usize>,
+    pub encoder_hid_dim_type: Option<String>,
+    pub attention_type: String,
+    pub cross_attention_norm: Option<String>,
+    pub reverse_transformer_layers_per_block: Option<serde_json::Value>,
 }
 
 impl Default for UNet2DConditionConfig {
@@ -131,6 +142,14 @@ impl Default for UNet2DConditionConfig {
             conv_in_kernel: 3,
             conv_out_kernel: 3,
             time_cond_proj_dim: None,
+            time_embedding_dim: None,
+            time_embedding_act_fn: None,
+            timestep_post_act: None,
+            encoder_hid_dim: None,
+            encoder_hid_dim_type: None,
+            attention_type: "default".into(),
+            cross_attention_norm: None,
+            reverse_transformer_layers_per_block: None,
         }
     }
 }

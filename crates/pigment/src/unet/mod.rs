@@ -1,2 +1,19 @@
+//! The UNet denoiser of latent diffusion: diffusers' UNet2DConditionModel and its blocks, built
+//! from `unet/config.json`, with hook points for ControlNet, LCM and attention control.
+
+pub(crate) mod attention;
 pub mod config;
+mod down_block;
+pub(crate) mod embeddings;
+pub mod hooks;
+mod mid_block;
+mod model;
+mod plan;
+pub(crate) mod resample;
+pub(crate) mod resnet;
+pub(crate) mod transformer;
+mod up_block;
+
 pub use config::{PerBlock, UNet2DConditionConfig};
+pub use hooks::{AttentionHook, AttentionSite, UNetExtras};
+pub use model::UNet2DConditionModel;

@@ -1,0 +1,181 @@
+//! The UNet's spatial transformer: diffusers `Transformer2DModel` (continuous input,
+//! models/transformers/transformer_2d.py) holding `BasicTransformerBlock`s with a GEGLU
+//! `FeedForward` (models/attention.py, models/activations.py).
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use super::attention::{Attention, AttentionSettings};
+use super::hooks::AttentionHook;
+use super::plan::TransformerSpec;
+use crate::error::Result;
+
+/// GEGLU feed-forward (Shazeer 2020): net.2(h * gelu(gate)) with [h, gate] = net.0.proj(x) split
+/// in halves on the last axis; gelu is the exact (erf) form; inner width 4 * dim.
+struct FeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self {
+            proj: candle_nn::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
+            out: candle_nn::linear(inner, dim, vb.pp("net.2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let hg = self.proj.forward(x)?;
+        let halves = hg.chunk(2, candle_core::D::Minus1)?;
+        let h = (&halves[0] * halves[1].gelu_erf()?)?;
+        Ok(self.out.forward(&h)?)
+    }
+}
+
+/// LayerNorm -> self-attention (attn1) -> LayerNorm -> cross-attention (attn2) -> LayerNorm -> FF,
+/// each with a residual add; LayerNorm eps 1e-5 (diffusers' default norm_eps).
+struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+    only_cross_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, spec: &TransformerSpec, path: &str) -> Result<Self> {
+        let attn = |context_dim: Option<usize>| AttentionSettings {
+            query_dim: dim,
+            context_dim,
+            heads: spec.heads,
+            head_dim: dim / spec.heads,
+            qkv_bias: false,
+            upcast_attention: spec.upcast_attention,
+        };
+        let ln = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let attn1_context = spec
+            .only_cross_attention
+            .then_some(spec.cross_attention_dim);
+        Ok(Self {
+            norm1: ln("norm1")?,
+            attn1: Attention::new(vb.pp("attn1"), attn(attn1_context), format!("{path}.attn1"))?,
+            norm2: ln("norm2")?,
+            attn2: Attention::new(
+                vb.pp("attn2"),
+                attn(Some(spec.cross_attention_dim)),
+                format!("{path}.attn2"),
+            )?,
+            norm3: ln("norm3")?,
+            ff: FeedForward::new(vb.pp("ff"), dim)?,
+            only_cross_attention: spec.only_cross_attention,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        hook: Option<&dyn AttentionHook>,
+        spatial: (usize, usize),
+    ) -> Result<Tensor> {
+        let ctx1 = self.only_cross_attention.then_some(context);
+        let x = (self
+            .attn1
+            .forward(&self.norm1.forward(x)?, ctx1, hook, spatial)?
+            + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context), hook, spatial)?
+            + &x)?;
+        Ok((self.ff.forward(&self.norm3.forward(&x)?)? + &x)?)
+    }
+}
+
+/// proj_in / proj_out are 1x1 convs, or linears with `use_linear_projection` (SD2).
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// GroupNorm (eps 1e-6) -> proj_in -> transformer blocks over the h*w pixels -> proj_out, plus
+/// the input as residual.
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    /// `path`: module path relative to the UNet (e.g. `down_blocks.0.attentions.1`).
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        spec: &TransformerSpec,
+        path: &str,
+    ) -> Result<Self> {
+        let proj = |name: &str| -> Result<Projection> {
+            Ok(if spec.use_linear_projection {
+                Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
+            } else {
+                Projection::Conv(candle_nn::conv2d(
+                    channels,
+                    channels,
+                    1,
+                    Default::default(),
+                    vb.pp(name),
+                )?)
+            })
+        };
+        let blocks = (0..spec.layers)
+            .map(|i| {
+                BasicTransformerBlock::new(
+                    vb.pp("transformer_blocks").pp(i),
+                    channels,
+                    spec,
+                    &format!("{path}.transformer_blocks.{i}"),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            norm: candle_nn::group_norm(spec.norm_groups, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: proj("proj_in")?,
+            blocks,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    /// `x` [B, C, H, W], `context` [B, S, cross_attention_dim].
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        hook: Option<&dyn AttentionHook>,
+    ) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let to_tokens =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?) };
+        let to_map = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, h, w, c))?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?)
+        };
+        let normed = self.norm.forward(x)?;
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
+            Projection::Linear(lin) => lin.forward(&to_tokens(&normed)?)?,
+        };
+        for block in &self.blocks {
+            tokens = block.forward(&tokens, context, hook, (h, w))?;
+        }
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(&to_map(&tokens)?)?,
+            Projection::Linear(lin) => to_map(&lin.forward(&tokens)?)?,
+        };
+        Ok((out + x)?)
+    }
+}
