@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct AutoencoderKLConfig {
@@ -63,5 +65,55 @@ impl AutoencoderKLConfig {
     /// Spatial down-sampling factor between pixels and latents.
     pub fn downscale_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// Everything Pigment's AutoencoderKL cannot build is an `Error::Config` naming the field.
+    pub fn check_supported(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        if n == 0 {
+            return Err(Error::Config("VAE `block_out_channels` is empty".into()));
+        }
+        for (field, types, want) in [
+            (
+                "down_block_types",
+                &self.down_block_types,
+                "DownEncoderBlock2D",
+            ),
+            ("up_block_types", &self.up_block_types, "UpDecoderBlock2D"),
+        ] {
+            if types.len() != n {
+                return Err(Error::Config(format!(
+                    "VAE has {n} `block_out_channels` but {} `{field}`: they must match",
+                    types.len()
+                )));
+            }
+            if let Some((i, t)) = types.iter().enumerate().find(|(_, t)| *t != want) {
+                return Err(Error::Config(format!(
+                    "VAE `{field}[{i}]` = {t:?} is not supported by Pigment (only {want})"
+                )));
+            }
+        }
+        if !matches!(self.act_fn.as_str(), "silu" | "swish") {
+            return Err(Error::Config(format!(
+                "VAE `act_fn` = {:?} is not supported by Pigment (only \"silu\")",
+                self.act_fn
+            )));
+        }
+        if self.layers_per_block == 0 || self.latent_channels == 0 {
+            return Err(Error::Config(
+                "VAE `layers_per_block` and `latent_channels` must be at least 1".into(),
+            ));
+        }
+        let g = self.norm_num_groups;
+        if let Some(&c) = self
+            .block_out_channels
+            .iter()
+            .find(|&&c| g == 0 || !c.is_multiple_of(g))
+        {
+            return Err(Error::Config(format!(
+                "VAE `block_out_channels` value {c} is not a multiple of `norm_num_groups` = {g}"
+            )));
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,98 @@
+//! AutoencoderKL (diffusers models/autoencoders/autoencoder_kl.py): the latent-diffusion VAE
+//! (Rombach et al. 2022). Built from the config; computes in the dtype of its weights.
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{Conv2d, VarBuilder};
+
+use super::config::AutoencoderKLConfig;
+use super::decoder::Decoder;
+use super::encoder::Encoder;
+use super::gaussian::DiagonalGaussian;
+use crate::error::{Error, Result};
+
+pub struct AutoencoderKL {
+    config: AutoencoderKLConfig,
+    dtype: DType,
+    encoder: Encoder,
+    decoder: Decoder,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
+}
+
+impl AutoencoderKL {
+    /// `vb` rooted at the VAE's weights (keys like `encoder.conv_in.weight`); its dtype is the
+    /// compute dtype. Unsupported config values are an `Error::Config` naming the field.
+    pub fn new(vb: VarBuilder, cfg: &AutoencoderKLConfig) -> Result<Self> {
+        cfg.check_supported()?;
+        let lc = cfg.latent_channels;
+        let conv1x1 =
+            |c: usize, name: &str| candle_nn::conv2d(c, c, 1, Default::default(), vb.pp(name));
+        Ok(Self {
+            dtype: vb.dtype(),
+            encoder: Encoder::new(vb.pp("encoder"), cfg)?,
+            decoder: Decoder::new(vb.pp("decoder"), cfg)?,
+            quant_conv: if cfg.use_quant_conv {
+                Some(conv1x1(2 * lc, "quant_conv")?)
+            } else {
+                None
+            },
+            post_quant_conv: if cfg.use_post_quant_conv {
+                Some(conv1x1(lc, "post_quant_conv")?)
+            } else {
+                None
+            },
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &AutoencoderKLConfig {
+        &self.config
+    }
+
+    /// The compute dtype (that of the weights); outputs have it too.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// `images` [B, in_channels, H, W] in [-1, 1] -> the latent distribution, BEFORE
+    /// `scaling_factor` (multiply a sample by it to get UNet latents).
+    pub fn encode(&self, images: &Tensor) -> Result<DiagonalGaussian> {
+        self.check_input(images, self.config.in_channels, "images", "in_channels")?;
+        let x = images.to_dtype(self.dtype)?;
+        let moments = self.encoder.forward(&x)?;
+        let moments = match &self.quant_conv {
+            Some(c) => c.forward(&moments)?,
+            None => moments,
+        };
+        DiagonalGaussian::from_moments(&moments)
+    }
+
+    /// Unscaled latents [B, latent_channels, h, w] (UNet latents divided by `scaling_factor`) ->
+    /// images [B, out_channels, h * f, w * f] in about [-1, 1].
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        self.check_input(
+            latents,
+            self.config.latent_channels,
+            "latents",
+            "latent_channels",
+        )?;
+        let z = latents.to_dtype(self.dtype)?;
+        let z = match &self.post_quant_conv {
+            Some(c) => c.forward(&z)?,
+            None => z,
+        };
+        self.decoder.forward(&z)
+    }
+
+    fn check_input(&self, x: &Tensor, channels: usize, what: &str, field: &str) -> Result<()> {
+        match x.dims() {
+            &[_, c, h, w] if c == channels && h > 0 && w > 0 => Ok(()),
+            &[_, c, _, _] if c != channels => Err(Error::invalid(format!(
+                "VAE {what} have {c} channels but this VAE takes {channels} ({field})"
+            ))),
+            dims => Err(Error::invalid(format!(
+                "VAE {what} must be [batch, {channels}, height, width], got shape {dims:?}"
+            ))),
+        }
+    }
+}
