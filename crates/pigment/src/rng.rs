@@ -180,7 +180,7 @@ fn normal_fill<T: Copy>(
     for block in data.chunks_exact_mut(16) {
         transform(block);
     }
-    if len % 16 != 0 {
+    if !len.is_multiple_of(16) {
         let last = &mut data[len - 16..];
         for slot in last.iter_mut() {
             *slot = uniform();

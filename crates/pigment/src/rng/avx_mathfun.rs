@@ -11,9 +11,13 @@
 //! (one rounding instead of two). The fused spots are marked `mul_add` below; Rust itself never
 //! fuses, so the unmarked operations round twice, as in the binary.
 
+// The literals are copied digit for digit from the C source, so that a reader can compare them.
+#![allow(clippy::excessive_precision)]
+
 /// The C source writes these constants as double literals that the compiler rounds to float;
 /// `as f32` does the same rounding (a decimal literal parsed straight to f32 could differ).
-const SQRTHF: f32 = 0.707_106_781_186_547_524_f64 as f32;
+/// Cephes' SQRTHF, 0.707106781186547524: sqrt(1/2).
+const SQRTHF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
 const LOG_P: [f32; 9] = [
     7.037_683_629_2e-2_f64 as f32,
     -1.151_461_031_0e-1_f64 as f32,
