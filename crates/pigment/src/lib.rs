@@ -3,6 +3,7 @@
 //! The library is the engine; the `pigment` CLI and the HTTP server are front ends of it.
 //! See docs/ARCHITECTURE.md for the map of modules.
 
+pub mod builtin;
 pub mod device;
 pub mod error;
 pub mod image;
