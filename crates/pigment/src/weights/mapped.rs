@@ -67,28 +67,29 @@ impl MappedTensor {
         }
     }
 
+    /// Byte offset and length of the internal tensor inside the stored one (row-major data).
+    fn byte_range(&self, elem: usize) -> (usize, usize) {
+        match self.transform {
+            Transform::Rows { start, count } => {
+                let row = numel(&self.stored.shape[1..]).saturating_mul(elem);
+                (start.saturating_mul(row), count.saturating_mul(row))
+            }
+            _ => (0, self.stored.elem_count().saturating_mul(elem)),
+        }
+    }
+
     /// Loads the internal tensor in the stored dtype.
     pub fn load(&self, device: &Device) -> candle_core::Result<Tensor> {
         let shape = self.shape().map_err(candle_core::Error::msg)?;
-        let elem = self
-            .stored
-            .dtype()
-            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", self.stored_name)))?
-            .size_in_bytes();
-        let full_len = self.stored.elem_count().saturating_mul(elem);
+        let elem = self.stored_dtype()?.size_in_bytes();
         match self.stored.order {
             Order::RowMajor => {
-                let (offset, len) = match self.transform {
-                    Transform::Rows { start, count } => {
-                        let row = numel(&self.stored.shape[1..]).saturating_mul(elem);
-                        (start.saturating_mul(row), count.saturating_mul(row))
-                    }
-                    _ => (0, full_len),
-                };
+                let (offset, len) = self.byte_range(elem);
                 self.stored.load_bytes(offset, len, &shape, device)
             }
             Order::ColumnMajor => {
                 // Read as the reversed shape (row-major of the transpose), then permute back.
+                let full_len = self.stored.elem_count().saturating_mul(elem);
                 let reversed: Vec<usize> = self.stored.shape.iter().rev().copied().collect();
                 let t = self.stored.load_bytes(0, full_len, &reversed, device)?;
                 let dims: Vec<usize> = (0..reversed.len()).rev().collect();
@@ -100,6 +101,24 @@ impl MappedTensor {
                 t.contiguous()?.reshape(shape)
             }
         }
+    }
+
+    /// Loads the internal tensor converted to `dtype`.
+    pub fn load_as(&self, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let stored = self.stored_dtype()?;
+        let half = matches!(stored, DType::F16 | DType::BF16);
+        if half && dtype == DType::F32 && device.is_cpu() && self.stored.order == Order::RowMajor {
+            let shape = self.shape().map_err(candle_core::Error::msg)?;
+            let (offset, len) = self.byte_range(stored.size_in_bytes());
+            return self.stored.load_half_as_f32(offset, len, &shape);
+        }
+        self.load(device)?.to_dtype(dtype)
+    }
+
+    fn stored_dtype(&self) -> candle_core::Result<DType> {
+        self.stored
+            .dtype()
+            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", self.stored_name)))
     }
 }
 
@@ -138,15 +157,14 @@ impl ComponentMap {
                 self.component
             ))
         })?;
-        let tensor = t.load(device).map_err(|e| {
+        t.load_as(dtype, device).map_err(|e| {
             candle_core::Error::msg(format!(
                 "checkpoint {}: reading {} tensor `{name}` (stored as `{}`): {e}",
                 self.path.display(),
                 self.component,
                 t.stored_name
             ))
-        })?;
-        tensor.to_dtype(dtype)
+        })
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -171,5 +189,87 @@ pub(crate) enum KeyFate {
 impl KeyFate {
     pub fn one(name: String) -> Self {
         KeyFate::Use(vec![(name, Transform::None)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::stored::{Location, MappedFile, StoredDType};
+    use half::{bf16, f16};
+
+    /// A one-tensor "file": `pad` junk bytes, then the values' bytes.
+    fn stored(
+        bytes: Vec<u8>,
+        pad: usize,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> (tempfile::TempDir, StoredTensor) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.bin");
+        let mut data = vec![0xAB; pad];
+        let len = bytes.len();
+        data.extend(bytes);
+        std::fs::write(&path, data).unwrap();
+        let t = StoredTensor {
+            dtype: StoredDType::Known(dtype),
+            shape,
+            order: Order::RowMajor,
+            file: MappedFile::open(&path).unwrap(),
+            location: Location::Range { start: pad, len },
+        };
+        (dir, t)
+    }
+
+    #[test]
+    fn half_to_f32_fast_path_equals_candle_conversion_aligned_or_not() {
+        let values = [1.5f32, -2.0, 65504.0, 6.1e-5, 0.1, -0.0, 3.0, 1e-7];
+        let f16_bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16_bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        for (bytes, dtype) in [(f16_bytes, DType::F16), (bf16_bytes, DType::BF16)] {
+            for pad in [0, 1] {
+                let (_dir, t) = stored(bytes.clone(), pad, dtype, vec![2, 4]);
+                for transform in [Transform::None, Transform::Rows { start: 1, count: 1 }] {
+                    let m = MappedTensor::new("t", &t, transform);
+                    let fast = m.load_as(DType::F32, &Device::Cpu).unwrap();
+                    let slow = m.load(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+                    assert_eq!(fast.dims(), slow.dims());
+                    let (fast, slow) = (fast.flatten_all().unwrap(), slow.flatten_all().unwrap());
+                    let (fast, slow) = (
+                        fast.to_vec1::<f32>().unwrap(),
+                        slow.to_vec1::<f32>().unwrap(),
+                    );
+                    assert_eq!(
+                        fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{dtype:?} pad {pad}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv_to_linear_and_row_slices_reshape_without_copying_more() {
+        let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (_dir, t) = stored(bytes, 0, DType::F32, vec![6, 2, 1, 1]);
+        let conv = MappedTensor::new("w", &t, Transform::ConvToLinear);
+        assert_eq!(conv.shape().unwrap(), vec![6, 2]);
+        let rows = MappedTensor::new("w", &t, Transform::Rows { start: 2, count: 2 });
+        let r = rows.load(&Device::Cpu).unwrap();
+        assert_eq!(r.dims(), &[2, 2, 1, 1]);
+        assert_eq!(
+            r.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![4.0, 5.0, 6.0, 7.0]
+        );
+        let too_far = MappedTensor::new("w", &t, Transform::Rows { start: 5, count: 2 });
+        assert!(too_far.shape().is_err() && too_far.load(&Device::Cpu).is_err());
     }
 }

@@ -106,6 +106,28 @@ impl StoredTensor {
         device: &Device,
     ) -> candle_core::Result<Tensor> {
         let dtype = self.dtype().map_err(candle_core::Error::msg)?;
+        self.check_len(dtype, len, shape)?;
+        self.with_bytes(offset, len, |bytes| {
+            Tensor::from_raw_buffer(bytes, dtype, shape, device)
+        })
+    }
+
+    /// Like [`StoredTensor::load_bytes`] for f16/bf16 data wanted as f32 on the CPU: converts
+    /// straight from the mapped bytes (half's vectorised slice conversion), with no f16 copy
+    /// in between. Loading an SD1.5 checkpoint in f32 is several times faster so.
+    pub fn load_half_as_f32(
+        &self,
+        offset: usize,
+        len: usize,
+        shape: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let dtype = self.dtype().map_err(candle_core::Error::msg)?;
+        self.check_len(dtype, len, shape)?;
+        let data = self.with_bytes(offset, len, |bytes| half_to_f32(bytes, dtype))?;
+        Tensor::from_vec(data, shape, &Device::Cpu)
+    }
+
+    fn check_len(&self, dtype: DType, len: usize, shape: &[usize]) -> candle_core::Result<()> {
         let want = shape
             .iter()
             .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
@@ -114,11 +136,21 @@ impl StoredTensor {
                 "internal: {len} bytes do not hold a {dtype:?} tensor of shape {shape:?}"
             );
         }
+        Ok(())
+    }
+
+    /// Runs `f` on `len` bytes at `offset` of this tensor's data.
+    fn with_bytes<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> candle_core::Result<R>,
+    ) -> candle_core::Result<R> {
         match &self.location {
             Location::Range { start, len: total } => {
                 let bytes = slice(&self.file.map, *start, *total, offset, len)
                     .ok_or_else(|| out_of_file(&self.file.path))?;
-                Tensor::from_raw_buffer(bytes, dtype, shape, device)
+                f(bytes)
             }
             Location::ZipEntry {
                 entry,
@@ -128,10 +160,39 @@ impl StoredTensor {
                 let data = read_zip_entry(&self.file, entry, *start, *total)?;
                 let bytes = slice(&data, 0, data.len(), offset, len)
                     .ok_or_else(|| out_of_file(&self.file.path))?;
-                Tensor::from_raw_buffer(bytes, dtype, shape, device)
+                f(bytes)
             }
         }
     }
+}
+
+/// f16 or bf16 little-endian bytes -> f32 values.
+fn half_to_f32(bytes: &[u8], dtype: DType) -> candle_core::Result<Vec<f32>> {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    use half::{bf16, f16};
+    let mut out = vec![0f32; bytes.len() / 2];
+    // SAFETY: every bit pattern is a valid u16; align_to only splits off unaligned ends.
+    let (head, bits, tail) = unsafe { bytes.align_to::<u16>() };
+    match (dtype, head.is_empty() && tail.is_empty()) {
+        (DType::F16, true) => bits
+            .reinterpret_cast::<f16>()
+            .convert_to_f32_slice(&mut out),
+        (DType::BF16, true) => bits
+            .reinterpret_cast::<bf16>()
+            .convert_to_f32_slice(&mut out),
+        (DType::F16 | DType::BF16, false) => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                let b = u16::from_le_bytes([c[0], c[1]]);
+                *o = if dtype == DType::F16 {
+                    f16::from_bits(b).to_f32()
+                } else {
+                    bf16::from_bits(b).to_f32()
+                };
+            }
+        }
+        _ => candle_core::bail!("internal: {dtype:?} is not a half type"),
+    }
+    Ok(out)
 }
 
 fn slice(data: &[u8], start: usize, total: usize, offset: usize, len: usize) -> Option<&[u8]> {
