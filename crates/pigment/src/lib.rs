@@ -6,6 +6,7 @@
 pub mod builtin;
 pub mod device;
 pub mod error;
+pub mod guidance;
 pub mod image;
 pub mod pipelines;
 pub mod rng;

@@ -39,7 +39,7 @@ impl Ddim {
         let alphas_cumprod = training_alphas_cumprod(cfg)?;
         Ok(Self {
             timesteps,
-            final_alpha_cumprod: if cfg.set_alpha_to_one {
+            final_alpha_cumprod: if setup.set_alpha_to_one {
                 1.0
             } else {
                 alphas_cumprod[0]
@@ -47,7 +47,7 @@ impl Ddim {
             alphas_cumprod,
             step_ratio: (cfg.num_train_timesteps / setup.steps) as i64,
             prediction: setup.prediction,
-            clip_sample: cfg.clip_sample.then_some(cfg.clip_sample_range as f32),
+            clip_sample: setup.clip_sample,
             eta: setup.eta as f32,
         })
     }

@@ -50,10 +50,7 @@ impl Heun {
             sigmas,
             init_noise_sigma: schedule.init_noise_sigma(setup.spacing),
             prediction: setup.prediction,
-            clip_sample: setup
-                .config
-                .clip_sample
-                .then_some(setup.config.clip_sample_range as f32),
+            clip_sample: setup.clip_sample,
             pending: None,
         })
     }

@@ -58,7 +58,7 @@ impl Lcm {
             timesteps,
             alphas_cumprod: training_alphas_cumprod(cfg)?,
             prediction: setup.prediction,
-            clip_sample: cfg.clip_sample.then_some(cfg.clip_sample_range as f32),
+            clip_sample: setup.clip_sample,
         })
     }
 

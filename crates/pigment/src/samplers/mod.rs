@@ -114,6 +114,10 @@ pub(crate) struct Setup {
     pub eta: f64,
     pub spacing: TimestepSpacing,
     pub prediction: PredictionType,
+    /// `clip_sample` resolved against this sampler's class default: the range, or None.
+    pub clip_sample: Option<f32>,
+    /// `set_alpha_to_one` resolved against this sampler's class default.
+    pub set_alpha_to_one: bool,
 }
 
 /// Build the sampler `kind` for `config` (a checkpoint's scheduler_config.json) and `opts`.
@@ -166,16 +170,33 @@ fn validate(kind: SamplerKind, config: &SchedulerConfig, opts: &SamplerOptions) 
             opts.eta
         )));
     }
+    // Keys the config file lacks take the diffusers class default of *this* sampler
+    // (schedule/config.rs explains why these differ by class).
+    let alpha_family = matches!(
+        kind,
+        SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::Lcm
+    );
+    let config_spacing = config
+        .timestep_spacing
+        .as_deref()
+        .unwrap_or(if alpha_family { "leading" } else { "linspace" });
     let spacing = match &opts.timestep_spacing {
         Some(s) => s.parse()?,
-        None => config.timestep_spacing.parse().map_err(|_| {
+        None => config_spacing.parse().map_err(|_| {
             Error::Config(format!(
-                "scheduler timestep_spacing '{}' is unknown; valid spacings are {}",
-                config.timestep_spacing,
+                "scheduler timestep_spacing '{config_spacing}' is unknown; valid spacings are {}",
                 TimestepSpacing::NAMES.join(", ")
             ))
         })?,
     };
+    let clip_default = matches!(kind, SamplerKind::Ddpm | SamplerKind::Ddim);
+    let clip_sample = config
+        .clip_sample
+        .unwrap_or(clip_default)
+        .then_some(config.clip_sample_range as f32);
+    let set_alpha_to_one = config
+        .set_alpha_to_one
+        .unwrap_or(matches!(kind, SamplerKind::Ddim | SamplerKind::Lcm));
     let prediction = match &opts.prediction_type {
         Some(p) => p.parse()?,
         None => config.prediction_type.parse().map_err(|_| {
@@ -193,6 +214,8 @@ fn validate(kind: SamplerKind, config: &SchedulerConfig, opts: &SamplerOptions) 
         eta: opts.eta,
         spacing,
         prediction,
+        clip_sample,
+        set_alpha_to_one,
     })
 }
 

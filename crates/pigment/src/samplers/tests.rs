@@ -135,7 +135,7 @@ fn option_errors() {
 #[test]
 fn bad_config_values_are_config_errors() {
     let cfg = SchedulerConfig {
-        timestep_spacing: "sideways".into(),
+        timestep_spacing: Some("sideways".into()),
         ..sd()
     };
     assert!(matches!(

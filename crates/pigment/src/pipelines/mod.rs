@@ -1,0 +1,9 @@
+//! Pipelines: thin compositions of the parts (text encoder, denoiser, guidance, sampler, VAE).
+//! A pipeline chooses and wires components; it holds no numerics of its own.
+
+pub mod prompt;
+pub mod stable_diffusion;
+pub mod txt2img;
+
+pub use stable_diffusion::{LoadOptions, StableDiffusion};
+pub use txt2img::{Progress, Txt2ImgRequest};

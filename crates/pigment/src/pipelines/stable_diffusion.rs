@@ -1,0 +1,122 @@
+//! A loaded Stable Diffusion model: tokenizer, text encoder, UNet, VAE and the scheduler config,
+//! on one device in one compute dtype.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+
+use crate::error::Result;
+use crate::schedule::SchedulerConfig;
+use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
+use crate::weights::{Checkpoint, Component, Family, OpenOptions, Prediction};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Compute dtype; stored weights are converted to it on load.
+    pub dtype: DType,
+    /// Override the prediction type read from (or guessed for) the checkpoint.
+    pub prediction: Option<Prediction>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            prediction: None,
+        }
+    }
+}
+
+pub struct StableDiffusion {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub scheduler_config: SchedulerConfig,
+    pub text_config: ClipTextConfig,
+    pub family: Family,
+    pub device: Device,
+    pub dtype: DType,
+    /// A short name for the model (folder or file stem), recorded in PNG metadata.
+    pub name: String,
+    /// Wall time spent loading.
+    pub load_time: Duration,
+}
+
+impl StableDiffusion {
+    /// Load a diffusers folder, a single-file `.safetensors` or a `.ckpt`.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let checkpoint = Checkpoint::open(
+            path,
+            &OpenOptions {
+                prediction: options.prediction,
+            },
+        )?;
+        Self::from_checkpoint(&checkpoint, options, start)
+    }
+
+    fn from_checkpoint(ck: &Checkpoint, options: &LoadOptions, start: Instant) -> Result<Self> {
+        let (device, dtype) = (&options.device, options.dtype);
+        let tokenizer = load_tokenizer(ck)?;
+        let text_encoder = ClipTextModel::new(
+            ck.var_builder(Component::TextEncoder, dtype, device)?,
+            &ck.text_config,
+        )?;
+        let unet = UNet2DConditionModel::new(
+            ck.var_builder(Component::Unet, dtype, device)?,
+            &ck.unet_config,
+        )?;
+        let vae = AutoencoderKL::new(
+            ck.var_builder(Component::Vae, dtype, device)?,
+            &ck.vae_config,
+        )?;
+        let mut scheduler_config = ck.scheduler_config.clone();
+        scheduler_config.prediction_type = match ck.prediction {
+            Prediction::Epsilon => "epsilon".into(),
+            Prediction::VPrediction => "v_prediction".into(),
+        };
+        let name = ck
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+            text_config: ck.text_config.clone(),
+            family: ck.family,
+            device: device.clone(),
+            dtype,
+            name,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// Pixels per latent cell (8 for every SD VAE).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config().downscale_factor()
+    }
+}
+
+/// The checkpoint's own tokenizer when it has one; otherwise the standard CLIP vocabulary with
+/// the family's padding (SD1 pads with <|endoftext|>, SD2's OpenCLIP with id 0).
+fn load_tokenizer(ck: &Checkpoint) -> Result<ClipTokenizer> {
+    if let Some(dir) = &ck.tokenizer_dir {
+        return ClipTokenizer::from_folder(dir);
+    }
+    let tokenizer = ClipTokenizer::embedded()?;
+    Ok(match ck.family {
+        Family::Sd1 => tokenizer,
+        Family::Sd2 => tokenizer.with_pad_id(0),
+    })
+}

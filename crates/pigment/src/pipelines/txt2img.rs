@@ -1,0 +1,203 @@
+//! Text to image: the latent-diffusion sampling loop (Rombach 2022) with classifier-free
+//! guidance, in the order diffusers' StableDiffusionPipeline.__call__ does each step, so that the
+//! same seed gives the same image.
+
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::guidance;
+use crate::image::GenerationParameters;
+use crate::pipelines::prompt::repeat_rows;
+use crate::pipelines::StableDiffusion;
+use crate::rng::TorchGenerator;
+use crate::samplers::{build_sampler, SamplerKind, SamplerOptions};
+
+/// Everything a text-to-image run needs besides the model.
+#[derive(Debug, Clone)]
+pub struct Txt2ImgRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub cfg_scale: f64,
+    pub sampler: SamplerKind,
+    pub karras: bool,
+    /// DDIM's eta (0 = deterministic).
+    pub eta: f64,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    pub batch_size: usize,
+    /// AUTOMATIC1111's clip skip: 1 = last text-encoder layer.
+    pub clip_skip: usize,
+}
+
+impl Default for Txt2ImgRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 20,
+            cfg_scale: 7.5,
+            sampler: SamplerKind::EulerAncestral,
+            karras: false,
+            eta: 0.0,
+            seed: 0,
+            width: 512,
+            height: 512,
+            batch_size: 1,
+            clip_skip: 1,
+        }
+    }
+}
+
+/// Called after every model evaluation with (done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// What a run produced.
+pub struct Txt2ImgOutput {
+    /// Decoded images, [batch, 3, H, W] in about [-1, 1] (before clamping to 8 bits).
+    pub decoded: Tensor,
+    /// Final latents, unscaled by the VAE factor: [batch, C, H/f, W/f].
+    pub latents: Tensor,
+    /// Model evaluations made (steps; Heun makes about two per step).
+    pub evaluations: usize,
+    /// Time spent in the sampling loop (text encoding included) and in VAE decoding.
+    pub sampling_time: Duration,
+    pub decode_time: Duration,
+}
+
+impl Txt2ImgRequest {
+    /// The AUTOMATIC1111-style record of this request that goes into the PNG.
+    pub fn parameters(&self, model_name: &str) -> GenerationParameters {
+        GenerationParameters {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            sampler: self.sampler.a1111_name().to_string(),
+            schedule_type: self.karras.then(|| "Karras".to_string()),
+            cfg_scale: self.cfg_scale,
+            seed: self.seed,
+            width: self.width,
+            height: self.height,
+            model_name: (!model_name.is_empty()).then(|| model_name.to_string()),
+            model_hash: None,
+            clip_skip: (self.clip_skip > 1).then_some(self.clip_skip),
+            extra: if self.sampler == SamplerKind::Ddim && self.eta != 0.0 {
+                vec![("Eta".into(), self.eta.to_string())]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Reject what would fail later or mean something else, with the fix in the message.
+    pub fn validate(&self, model: &StableDiffusion) -> Result<()> {
+        let factor = model.vae_scale_factor();
+        for (name, value) in [("width", self.width), ("height", self.height)] {
+            if value == 0 || value % factor != 0 {
+                let lower = (value / factor).max(1) * factor;
+                return Err(Error::invalid(format!(
+                    "--{name} {value}: must be a positive multiple of {factor} (the VAE's scale factor); try {lower} or {}",
+                    lower + factor
+                )));
+            }
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid(
+                "--steps 0: at least one sampling step is needed",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("--batch 0: at least one image is needed"));
+        }
+        if !self.cfg_scale.is_finite() {
+            return Err(Error::invalid("--cfg must be a finite number"));
+        }
+        Ok(())
+    }
+}
+
+impl StableDiffusion {
+    /// Run text-to-image sampling and decode the result.
+    pub fn txt2img(&self, req: &Txt2ImgRequest, progress: Progress) -> Result<Txt2ImgOutput> {
+        req.validate(self)?;
+        let start = Instant::now();
+        let mut sampler = build_sampler(
+            req.sampler,
+            &self.scheduler_config,
+            &SamplerOptions {
+                steps: req.steps,
+                karras: req.karras,
+                eta: req.eta,
+                ..SamplerOptions::default()
+            },
+        )?;
+        let do_cfg = guidance::guidance_enabled(req.cfg_scale);
+
+        // Conditioning: [uncond; cond] when guiding, each repeated per image.
+        let cond = repeat_rows(
+            &self.encode_prompts(&[&req.prompt], req.clip_skip)?,
+            req.batch_size,
+        )?;
+        let context = if do_cfg {
+            let uncond = self.encode_prompts(&[&req.negative_prompt], req.clip_skip)?;
+            Tensor::cat(&[repeat_rows(&uncond, req.batch_size)?, cond], 0)?
+        } else {
+            cond
+        };
+
+        // Initial noise from the torch-compatible generator, one draw for the whole batch as
+        // diffusers' prepare_latents does with a single generator.
+        let factor = self.vae_scale_factor();
+        let shape = [
+            req.batch_size,
+            self.vae.config().latent_channels,
+            req.height / factor,
+            req.width / factor,
+        ];
+        let mut rng = TorchGenerator::new(req.seed);
+        let noise = rng.randn_tensor(&shape, &self.device)?;
+        let mut latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
+
+        let timesteps = sampler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let model_input = if do_cfg {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let model_input = sampler.scale_model_input(&model_input, i)?;
+            let prediction = self.unet.forward(&model_input, t, &context)?;
+            let prediction = if do_cfg {
+                guidance::combine(&prediction, req.cfg_scale)?
+            } else {
+                prediction
+            };
+            latents = sampler.step(&prediction, i, &latents, &mut rng)?;
+            progress(i + 1, timesteps.len());
+        }
+
+        let sampling_time = start.elapsed();
+        let decode_start = Instant::now();
+        let decoded = self.decode_latents(&latents)?;
+        Ok(Txt2ImgOutput {
+            decoded,
+            latents,
+            evaluations: timesteps.len(),
+            sampling_time,
+            decode_time: decode_start.elapsed(),
+        })
+    }
+
+    /// VAE-decode sampler latents (undoing the config's scaling and shift factors).
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let cfg = self.vae.config();
+        let mut z = (latents / cfg.scaling_factor)?;
+        if let Some(shift) = cfg.shift_factor {
+            z = (z + shift)?;
+        }
+        Ok(self.vae.decode(&z)?.to_dtype(candle_core::DType::F32)?)
+    }
+}
