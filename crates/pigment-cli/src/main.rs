@@ -1,3 +1,46 @@
+//! `pigment`: text-to-image from the command line.
+
+mod generate;
+mod info;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pigment",
+    version,
+    about = "Text-to-image diffusion (Stable Diffusion 1.x / 2.x) in one native binary",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images from a text prompt.
+    Generate(generate::GenerateArgs),
+    /// Describe a checkpoint: family, prediction type, dtype, parameter counts, unknown keys.
+    Info(info::InfoArgs),
+}
+
 fn main() {
-    println!("pigment");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PIGMENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }
