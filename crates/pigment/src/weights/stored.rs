@@ -44,6 +44,30 @@ impl MappedFile {
             map,
         }))
     }
+
+    /// Drops the mapped pages of bytes `start..start + len` from this process's resident set
+    /// once a tensor has been copied out of them. Without this, every page read while loading
+    /// stays counted in the process's RSS next to the converted copy, doubling the apparent peak
+    /// memory of a load; the kernel keeps the file in its page cache either way, and a later read
+    /// simply faults the page back in. Only whole pages inside the range are released.
+    pub fn release(&self, start: usize, len: usize) {
+        const PAGE: usize = 4096;
+        let first = start.div_ceil(PAGE) * PAGE;
+        let end = (start + len) / PAGE * PAGE;
+        if end > first {
+            // SAFETY: the map is a read-only file mapping; MADV_DONTNEED on it only discards
+            // this process's page-table entries, and the bytes stay valid (re-read on access).
+            // Failure (e.g. a larger page size) just leaves the pages resident.
+            #[cfg(unix)]
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first,
+                    end - first,
+                )
+            };
+        }
+    }
 }
 
 /// Where the bytes of a stored tensor are.
@@ -150,7 +174,9 @@ impl StoredTensor {
             Location::Range { start, len: total } => {
                 let bytes = slice(&self.file.map, *start, *total, offset, len)
                     .ok_or_else(|| out_of_file(&self.file.path))?;
-                f(bytes)
+                let result = f(bytes);
+                self.file.release(start + offset, len);
+                result
             }
             Location::ZipEntry {
                 entry,
