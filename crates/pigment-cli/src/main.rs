@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate images from a text prompt.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Describe a checkpoint: family, prediction type, dtype, parameter counts, unknown keys.
     Info(info::InfoArgs),
 }
@@ -36,7 +36,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(*args),
         Command::Info(args) => info::run(args),
     };
     if let Err(err) = result {
