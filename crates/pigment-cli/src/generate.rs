@@ -57,6 +57,10 @@ pub struct GenerateArgs {
     /// Override the checkpoint's prediction type: epsilon or v (SD2 768 models need v).
     #[arg(long)]
     pub prediction: Option<String>,
+    /// A diffusers folder whose config files describe a single-file checkpoint's architecture
+    /// (needed only for models whose head or group counts differ from SD1.x / SD2.x).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -84,6 +88,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         device: pigment::device::parse_device(&args.device)?,
         dtype: pigment::device::parse_dtype(&args.dtype)?,
         prediction,
+        config: args.config.clone(),
     };
     let outputs = output_paths(&args.out, args.batch.max(1));
     check_writable(&outputs, args.force)?;

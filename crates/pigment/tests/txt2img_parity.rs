@@ -127,3 +127,54 @@ fn txt2img_matches_diffusers_for_every_case() {
         failures.join("\n")
     );
 }
+
+/// The same weights as single files (LDM layout .safetensors and .ckpt, made by
+/// tools/reference/make_single_file_fixtures.py and verified there with diffusers'
+/// from_single_file) give the folder's reference images. The tiny models' head and group counts
+/// are not SD's, so their configs come from the folder, as diffusers' `config=` argument does.
+#[test]
+fn single_file_checkpoints_match_the_folder_reference() {
+    let dir = fixtures();
+    let outputs =
+        candle_core::safetensors::load(dir.join("txt2img/outputs.safetensors"), &Device::Cpu)
+            .unwrap();
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("txt2img/cases.json")).unwrap())
+            .unwrap();
+    for (file, model) in [
+        ("tiny-sd1.safetensors", "tiny-sd1"),
+        ("tiny-sd1.ckpt", "tiny-sd1"),
+        ("tiny-sd2.safetensors", "tiny-sd2"),
+    ] {
+        let options = LoadOptions {
+            config: Some(dir.join("models").join(model)),
+            ..LoadOptions::default()
+        };
+        let sd = StableDiffusion::load(&dir.join("single_file").join(file), &options).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| c.model == model && c.sampler == "dpmpp_2m" && !c.karras && c.batch == 1)
+            .unwrap();
+        let request = Txt2ImgRequest {
+            prompt: case.prompt.clone(),
+            negative_prompt: case.negative.clone(),
+            steps: case.steps,
+            cfg_scale: case.cfg,
+            sampler: case.sampler.parse().unwrap(),
+            karras: false,
+            eta: case.eta,
+            seed: case.seed,
+            width: case.width,
+            height: case.height,
+            batch_size: 1,
+            clip_skip: case.clip_skip,
+        };
+        let out = sd.txt2img(&request, &mut |_, _| {}).unwrap();
+        let want = &outputs[&format!("{}.latents", case.id)];
+        let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
+        // Same tolerance as the folder runs above.
+        let err = max_abs_diff(&out.latents, want) / scale;
+        assert!(err <= 2e-3, "{file}: latents rel err {err:.2e}");
+    }
+}

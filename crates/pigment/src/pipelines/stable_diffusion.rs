@@ -1,7 +1,7 @@
 //! A loaded Stable Diffusion model: tokenizer, text encoder, UNet, VAE and the scheduler config,
 //! on one device in one compute dtype.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
@@ -21,6 +21,10 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Override the prediction type read from (or guessed for) the checkpoint.
     pub prediction: Option<Prediction>,
+    /// A diffusers folder whose configs replace the ones derived for a single-file checkpoint
+    /// (diffusers' `from_single_file(config=...)`), for models with non-standard head or group
+    /// counts.
+    pub config: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -29,6 +33,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             prediction: None,
+            config: None,
         }
     }
 }
@@ -53,11 +58,12 @@ impl StableDiffusion {
     /// Load a diffusers folder, a single-file `.safetensors` or a `.ckpt`.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
-        let checkpoint = Checkpoint::open(
+        let checkpoint = Checkpoint::open_with_config(
             path,
             &OpenOptions {
                 prediction: options.prediction,
             },
+            options.config.as_deref(),
         )?;
         Self::from_checkpoint(&checkpoint, options, start)
     }
