@@ -114,6 +114,12 @@ fn bad_sizes_steps_and_samplers_are_refused() {
     assert_clean_error(&generate(&model, &out, &["--steps", "0"]), "--steps 0");
     assert_clean_error(&generate(&model, &out, &["--sampler", "plms2"]), "plms2");
     assert_clean_error(&generate(&model, &out, &["--clip-skip", "0"]), "clip-skip");
+    assert_clean_error(&generate(&model, &out, &["--dtype", "bf16"]), "f16");
+    assert_clean_error(&generate(&model, &out, &["--dtype", "f8"]), "unknown dtype");
+    assert_clean_error(
+        &generate(&model, &out, &["--device", "cuda"]),
+        "--features cuda",
+    );
     assert!(!out.exists(), "nothing written on error");
 }
 

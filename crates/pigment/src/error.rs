@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// A tensor operation failed (shape mismatch inside a model, backend error).
     #[error("tensor error: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(candle_core::Error),
 
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
@@ -36,6 +36,20 @@ pub enum Error {
     /// An image could not be read, written or converted.
     #[error("image: {0}")]
     Image(String),
+}
+
+impl From<candle_core::Error> for Error {
+    /// candle attaches a backtrace when RUST_BACKTRACE is set, and its message then prints the
+    /// whole trace: a user reads the cause, not the trace.
+    fn from(err: candle_core::Error) -> Self {
+        fn strip(err: candle_core::Error) -> candle_core::Error {
+            match err {
+                candle_core::Error::WithBacktrace { inner, .. } => strip(*inner),
+                other => other,
+            }
+        }
+        Error::Tensor(strip(err))
+    }
 }
 
 impl Error {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::unet::UNet2DConditionModel;
@@ -70,6 +70,12 @@ impl StableDiffusion {
 
     fn from_checkpoint(ck: &Checkpoint, options: &LoadOptions, start: Instant) -> Result<Self> {
         let (device, dtype) = (&options.device, options.dtype);
+        if device.is_cpu() && dtype == DType::BF16 {
+            return Err(Error::invalid(
+                "--dtype bf16: the CPU backend has no bf16 matrix multiply; use f32 (default) or f16 \
+                 on the CPU, or bf16 on a CUDA device",
+            ));
+        }
         let tokenizer = load_tokenizer(ck)?;
         let text_encoder = ClipTextModel::new(
             ck.var_builder(Component::TextEncoder, dtype, device)?,
