@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod guidance;
 pub mod image;
+pub mod ops;
 pub mod pipelines;
 pub mod rng;
 pub mod samplers;

@@ -4,7 +4,7 @@
 //! entirely from the config; computes in the dtype of its weights.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
 
 use super::config::UNet2DConditionConfig;
 use super::down_block::DownBlock;
@@ -15,6 +15,7 @@ use super::plan::UNetPlan;
 use super::resnet::ResnetSettings;
 use super::up_block::{UpBlock, UpChannels};
 use crate::error::{Error, Result};
+use crate::ops::Conv2d;
 
 pub struct UNet2DConditionModel {
     config: UNet2DConditionConfig,
@@ -34,7 +35,7 @@ fn conv(vb: VarBuilder, cin: usize, cout: usize, kernel: usize) -> Result<Conv2d
         padding: (kernel - 1) / 2,
         ..Default::default()
     };
-    Ok(candle_nn::conv2d(cin, cout, kernel, cfg, vb)?)
+    crate::ops::conv2d(cin, cout, kernel, cfg, vb)
 }
 
 impl UNet2DConditionModel {

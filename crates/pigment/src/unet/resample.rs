@@ -1,9 +1,10 @@
 //! Downsample2D and Upsample2D with a conv (diffusers models/downsampling.py, upsampling.py).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
+use crate::ops::Conv2d;
 
 /// 3x3 conv with stride 2. With `padding == 0` (the VAE encoder) diffusers first pads one zero
 /// column on the right and one row at the bottom: F.pad(x, (0, 1, 0, 1)).
@@ -20,7 +21,7 @@ impl Downsample2D {
             ..Default::default()
         };
         Ok(Self {
-            conv: candle_nn::conv2d(channels, channels, 3, cfg, vb.pp("conv"))?,
+            conv: crate::ops::conv2d(channels, channels, 3, cfg, vb.pp("conv"))?,
             pad_right_bottom: padding == 0,
         })
     }
@@ -48,7 +49,7 @@ impl Upsample2D {
             ..Default::default()
         };
         Ok(Self {
-            conv: candle_nn::conv2d(channels, channels, 3, cfg, vb.pp("conv"))?,
+            conv: crate::ops::conv2d(channels, channels, 3, cfg, vb.pp("conv"))?,
         })
     }
 

@@ -3,9 +3,10 @@
 //! SiLU, 3x3 conv, plus a 1x1 conv shortcut when the channel count changes.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
 use crate::error::Result;
+use crate::ops::Conv2d;
 
 /// How a ResnetBlock2D is built; the channel counts come separately.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> Result<Conv2d> {
         padding: 1,
         ..Default::default()
     };
-    Ok(candle_nn::conv2d(cin, cout, 3, cfg, vb)?)
+    crate::ops::conv2d(cin, cout, 3, cfg, vb)
 }
 
 impl ResnetBlock2D {
@@ -48,7 +49,7 @@ impl ResnetBlock2D {
             None => None,
         };
         let conv_shortcut = if cin != cout {
-            Some(candle_nn::conv2d(
+            Some(crate::ops::conv2d(
                 cin,
                 cout,
                 1,

@@ -3,12 +3,13 @@
 //! `FeedForward` (models/attention.py, models/activations.py).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use super::attention::{Attention, AttentionSettings};
 use super::hooks::AttentionHook;
 use super::plan::TransformerSpec;
 use crate::error::Result;
+use crate::ops::Conv2d;
 
 /// GEGLU feed-forward (Shazeer 2020): net.2(h * gelu(gate)) with [h, gate] = net.0.proj(x) split
 /// in halves on the last axis; gelu is the exact (erf) form; inner width 4 * dim.
@@ -122,7 +123,7 @@ impl Transformer2DModel {
             Ok(if spec.use_linear_projection {
                 Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(
+                Projection::Conv(crate::ops::conv2d(
                     channels,
                     channels,
                     1,

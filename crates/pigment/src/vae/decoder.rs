@@ -2,12 +2,13 @@
 //! latents -> image, upsampling 2x in every block but the last.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{GroupNorm, VarBuilder};
 
 use super::blocks::{MidBlock2D, UpDecoderBlock2D};
 use super::config::AutoencoderKLConfig;
 use super::encoder::conv3x3;
 use crate::error::Result;
+use crate::ops::Conv2d;
 
 pub struct Decoder {
     conv_in: Conv2d,

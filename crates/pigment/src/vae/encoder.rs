@@ -2,11 +2,12 @@
 //! 2 * latent_channels moments (mean and log-variance) at 1/2^(blocks-1) resolution.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
 
 use super::blocks::{DownEncoderBlock2D, MidBlock2D};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
+use crate::ops::Conv2d;
 
 pub struct Encoder {
     conv_in: Conv2d,
@@ -21,7 +22,7 @@ pub(crate) fn conv3x3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d>
         padding: 1,
         ..Default::default()
     };
-    Ok(candle_nn::conv2d(cin, cout, 3, cfg, vb)?)
+    crate::ops::conv2d(cin, cout, 3, cfg, vb)
 }
 
 impl Encoder {

@@ -2,13 +2,14 @@
 //! (Rombach et al. 2022). Built from the config; computes in the dtype of its weights.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::AutoencoderKLConfig;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
 use super::gaussian::DiagonalGaussian;
 use crate::error::{Error, Result};
+use crate::ops::Conv2d;
 
 pub struct AutoencoderKL {
     config: AutoencoderKLConfig,
@@ -26,7 +27,7 @@ impl AutoencoderKL {
         cfg.check_supported()?;
         let lc = cfg.latent_channels;
         let conv1x1 =
-            |c: usize, name: &str| candle_nn::conv2d(c, c, 1, Default::default(), vb.pp(name));
+            |c: usize, name: &str| crate::ops::conv2d(c, c, 1, Default::default(), vb.pp(name));
         Ok(Self {
             dtype: vb.dtype(),
             encoder: Encoder::new(vb.pp("encoder"), cfg)?,

@@ -1,0 +1,95 @@
+//! Times candle's CPU f32 conv2d against pigment's `ops::Conv2d` on Stable Diffusion 1.5's
+//! convolution shapes (UNet at batch 2 on 64x64 latents, VAE decoder at batch 1 on 512x512),
+//! in GFLOP/s = 2 * B * out * H' * W' * in * k * k / time. tools/bench/conv_bench.py times torch
+//! on the same shapes.
+//!
+//! cargo run -p pigment --example conv_bench [--fast-only]
+
+use std::time::Instant;
+
+use candle_core::{Device, Module, Tensor};
+use pigment::ops::Conv2d;
+
+/// (label, batch, in, out, height, width, kernel, stride, padding)
+type Case = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+const SHAPES: &[Case] = &[
+    ("unet 320@64 3x3", 2, 320, 320, 64, 64, 3, 1, 1),
+    ("unet 640@32 3x3", 2, 640, 640, 32, 32, 3, 1, 1),
+    ("unet 1280@16 3x3", 2, 1280, 1280, 16, 16, 3, 1, 1),
+    ("unet 1280@8 3x3", 2, 1280, 1280, 8, 8, 3, 1, 1),
+    ("unet 320@64 down s2", 2, 320, 320, 64, 64, 3, 2, 1),
+    ("unet 640->320@64 1x1", 2, 640, 320, 64, 64, 1, 1, 0),
+    ("vae 512@64 3x3", 1, 512, 512, 64, 64, 3, 1, 1),
+    ("vae 512@128 3x3", 1, 512, 512, 128, 128, 3, 1, 1),
+    ("vae 256@256 3x3", 1, 256, 256, 256, 256, 3, 1, 1),
+    ("vae 128@512 3x3", 1, 128, 128, 512, 512, 3, 1, 1),
+];
+
+/// Best of `reps` runs after one warm-up, in seconds.
+fn best_time(
+    reps: usize,
+    mut f: impl FnMut() -> candle_core::Result<Tensor>,
+) -> anyhow::Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn main() -> anyhow::Result<()> {
+    let fast_only = std::env::args().any(|a| a == "--fast-only");
+    let dev = Device::Cpu;
+    println!(
+        "threads {}; GFLOP/s, best of 3 (candle: best of 1)",
+        candle_core::utils::get_num_threads()
+    );
+    println!(
+        "{:24} {:>10} {:>8} {:>10} {:>8}",
+        "shape", "candle ms", "GFLOP/s", "pigment ms", "GFLOP/s"
+    );
+    // The machine's matmul speed right now (other processes share the cores): the ceiling.
+    let a = Tensor::randn(0f32, 1.0, (320, 2880), &dev)?;
+    let m = Tensor::randn(0f32, 1.0, (2880, 4096), &dev)?;
+    let t = best_time(3, || a.matmul(&m))?;
+    println!(
+        "candle matmul 320x2880x4096: {:.1} GFLOP/s",
+        2.0 * 320.0 * 2880.0 * 4096.0 / 1e9 / t
+    );
+    for &(label, b, cin, cout, h, w, k, s, p) in SHAPES {
+        let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+        let weight = (Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)? * 0.02)?;
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+        let conv = Conv2d::new(weight, Some(bias), s, p)?;
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let gflop = 2.0 * (b * cout * oh * ow * cin * k * k) as f64 / 1e9;
+        let fast = best_time(3, || conv.forward(&x))?;
+        let candle = if fast_only {
+            f64::NAN
+        } else {
+            best_time(1, || conv.forward_reference(&x))?
+        };
+        println!(
+            "{label:24} {:10.1} {:8.1} {:10.1} {:8.1}",
+            candle * 1e3,
+            gflop / candle,
+            fast * 1e3,
+            gflop / fast
+        );
+    }
+    Ok(())
+}

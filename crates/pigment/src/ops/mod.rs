@@ -1,0 +1,8 @@
+//! Hot-path tensor operations that candle's CPU backend runs slowly, rewritten for CPU f32
+//! (other devices and dtypes fall back to candle).
+
+mod conv2d;
+mod conv_kernel;
+mod gemm;
+
+pub use conv2d::{conv2d, set_fast_conv, Conv2d};

@@ -1,0 +1,52 @@
+"""Time torch's CPU f32 conv2d on Stable Diffusion 1.5's conv shapes, with 2 threads, to compare
+with `cargo run -p pigment --example conv_bench` (same shapes, same GFLOP/s formula).
+
+Run from the repo root: python tools/bench/conv_bench.py
+"""
+
+import time
+
+import torch
+
+# (label, batch, in channels, out channels, height, width, kernel, stride, padding):
+# the UNet at batch 2 (64x64 latents) and the VAE decoder at batch 1 (512x512 image).
+SHAPES = [
+    ("unet 320@64 3x3", 2, 320, 320, 64, 64, 3, 1, 1),
+    ("unet 640@32 3x3", 2, 640, 640, 32, 32, 3, 1, 1),
+    ("unet 1280@16 3x3", 2, 1280, 1280, 16, 16, 3, 1, 1),
+    ("unet 1280@8 3x3", 2, 1280, 1280, 8, 8, 3, 1, 1),
+    ("unet 320@64 down s2", 2, 320, 320, 64, 64, 3, 2, 1),
+    ("unet 640->320@64 1x1", 2, 640, 320, 64, 64, 1, 1, 0),
+    ("vae 512@64 3x3", 1, 512, 512, 64, 64, 3, 1, 1),
+    ("vae 512@128 3x3", 1, 512, 512, 128, 128, 3, 1, 1),
+    ("vae 256@256 3x3", 1, 256, 256, 256, 256, 3, 1, 1),
+    ("vae 128@512 3x3", 1, 128, 128, 512, 512, 3, 1, 1),
+]
+
+
+def gflop(b, cin, cout, h, w, k, s, p):
+    ho = (h + 2 * p - k) // s + 1
+    wo = (w + 2 * p - k) // s + 1
+    return 2.0 * b * cout * ho * wo * cin * k * k / 1e9
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    with torch.no_grad():
+        for label, b, cin, cout, h, w, k, s, p in SHAPES:
+            x = torch.randn(b, cin, h, w)
+            conv = torch.nn.Conv2d(cin, cout, k, stride=s, padding=p)
+            conv(x)  # warm-up
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                conv(x)
+                times.append(time.perf_counter() - t)
+            best = min(times)
+            print(f"{label:24s} {best * 1e3:9.1f} ms {gflop(b, cin, cout, h, w, k, s, p) / best:7.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
