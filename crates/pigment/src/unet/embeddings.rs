@@ -23,6 +23,28 @@ pub fn timestep_embedding(
     freq_shift: f64,
     device: &Device,
 ) -> Result<Tensor> {
+    let row = embedding_row(timestep, dim, flip_sin_to_cos, freq_shift);
+    let rows: Vec<f32> = row.iter().copied().cycle().take(batch * dim).collect();
+    Ok(Tensor::from_vec(rows, (batch, dim), device)?)
+}
+
+/// [`timestep_embedding`] with one timestep per batch row (training draws a timestep per
+/// sample): `[timesteps.len(), dim]` f32.
+pub fn timestep_embeddings(
+    timesteps: &[f64],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    device: &Device,
+) -> Result<Tensor> {
+    let rows: Vec<f32> = timesteps
+        .iter()
+        .flat_map(|&t| embedding_row(t, dim, flip_sin_to_cos, freq_shift))
+        .collect();
+    Ok(Tensor::from_vec(rows, (timesteps.len(), dim), device)?)
+}
+
+fn embedding_row(timestep: f64, dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Vec<f32> {
     let half = dim / 2;
     let neg_log_period = -(10000f64.ln()) as f32;
     let denominator = (half as f64 - freq_shift) as f32;
@@ -38,8 +60,7 @@ pub fn timestep_embedding(
         sin.chain(cos).collect()
     };
     row.resize(dim, 0.0);
-    let rows: Vec<f32> = row.iter().copied().cycle().take(batch * dim).collect();
-    Ok(Tensor::from_vec(rows, (batch, dim), device)?)
+    row
 }
 
 /// diffusers `TimestepEmbedding` with act_fn silu and no post-activation:
@@ -94,6 +115,18 @@ mod tests {
         // last frequency: exp(-ln(1e4) * 2 / 3)
         let f = (-(10000f32.ln()) * 2.0 / 3.0).exp();
         assert!((v[0][2] - (2.0 * f).cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn per_sample_rows_match_the_shared_timestep() {
+        let rows = timestep_embeddings(&[3.0, 700.0], 8, true, 1.0, &Device::Cpu).unwrap();
+        for (i, t) in [3.0, 700.0].into_iter().enumerate() {
+            let one = timestep_embedding(t, 1, 8, true, 1.0, &Device::Cpu).unwrap();
+            assert_eq!(
+                rows.get(i).unwrap().to_vec1::<f32>().unwrap(),
+                one.get(0).unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
 
 use super::config::UNet2DConditionConfig;
 use super::down_block::DownBlock;
-use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::embeddings::{timestep_embedding, timestep_embeddings, TimestepEmbedding};
 use super::hooks::UNetExtras;
 use super::mid_block::MidBlockCrossAttn;
 use super::plan::UNetPlan;
@@ -168,7 +168,59 @@ impl UNet2DConditionModel {
         extras: &UNetExtras,
     ) -> Result<Tensor> {
         self.check_inputs(sample, timestep, encoder_hidden_states, extras)?;
-        let (batch, _, height, width) = sample.dims4()?;
+        let (batch, _, _, _) = sample.dims4()?;
+        let features = timestep_embedding(
+            timestep,
+            batch,
+            self.plan.time_proj_dim,
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift,
+            sample.device(),
+        )?;
+        self.forward_features(sample, features, encoder_hidden_states, extras)
+    }
+
+    /// [`Self::forward_with`] with one timestep per sample (`timesteps.len()` = batch), as
+    /// diffusion training draws them; each row is exactly what `forward` gives for its timestep.
+    pub fn forward_timesteps(
+        &self,
+        sample: &Tensor,
+        timesteps: &[f64],
+        encoder_hidden_states: &Tensor,
+        extras: &UNetExtras,
+    ) -> Result<Tensor> {
+        let batch = sample.dims().first().copied().unwrap_or(0);
+        if timesteps.len() != batch {
+            return Err(Error::invalid(format!(
+                "{} timesteps given for a batch of {batch} samples: give one per sample",
+                timesteps.len()
+            )));
+        }
+        self.check_inputs(sample, 0.0, encoder_hidden_states, extras)?;
+        if let Some(t) = timesteps.iter().find(|t| !t.is_finite()) {
+            return Err(Error::invalid(format!(
+                "timestep {t} is not a finite number"
+            )));
+        }
+        let features = timestep_embeddings(
+            timesteps,
+            self.plan.time_proj_dim,
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift,
+            sample.device(),
+        )?;
+        self.forward_features(sample, features, encoder_hidden_states, extras)
+    }
+
+    /// The network after the sinusoidal timestep features `[batch, time_proj_dim]` (f32).
+    fn forward_features(
+        &self,
+        sample: &Tensor,
+        features: Tensor,
+        encoder_hidden_states: &Tensor,
+        extras: &UNetExtras,
+    ) -> Result<Tensor> {
+        let (_, _, height, width) = sample.dims4()?;
         let hook = extras.attention_hook;
         let mut x = sample.to_dtype(self.dtype)?;
         let context = encoder_hidden_states.to_dtype(self.dtype)?;
@@ -177,15 +229,7 @@ impl UNet2DConditionModel {
         }
 
         // Time embedding: sinusoidal features in f32, then the MLP in the compute dtype.
-        let features = timestep_embedding(
-            timestep,
-            batch,
-            self.plan.time_proj_dim,
-            self.config.flip_sin_to_cos,
-            self.config.freq_shift,
-            sample.device(),
-        )?
-        .to_dtype(self.dtype)?;
+        let features = features.to_dtype(self.dtype)?;
         let cond = match extras.timestep_cond {
             Some(c) => Some(c.to_dtype(self.dtype)?),
             None => None,
