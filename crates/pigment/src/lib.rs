@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod text;
 pub mod unet;
 pub mod vae;
+pub mod vision;
 pub mod weights;
 
 pub use error::{Error, Result};
