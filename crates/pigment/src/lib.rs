@@ -14,6 +14,7 @@ pub mod rng;
 pub mod samplers;
 pub mod schedule;
 pub mod text;
+pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod vision;

@@ -1,0 +1,552 @@
+//! The training stack end to end on tiny models: AdamW and gradient clipping against torch,
+//! loss going down for the UNet (DDPM loss through a frozen VAE and text encoder), the VAE and
+//! CLIP, and a resumed run continuing bit for bit.
+//! AdamW fixtures: tools/reference/make_optimizer_fixtures.py -> tests/fixtures/train/.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use pigment::builtin::Dataset;
+use pigment::image::image_to_tensor;
+use pigment::schedule::SchedulerConfig;
+use pigment::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use pigment::train::clip::{clip_loss, MAX_LOGIT_SCALE};
+use pigment::train::diffusion::{encode_latents, DiffusionObjective};
+use pigment::train::vae::{Reconstruction, VaeObjective};
+use pigment::train::{
+    clip_grad_norm, named_vars, read_log, seeded_var_builder, AdamW, AdamWConfig, LrSchedule,
+    Params, StepContext, StepRecord, Trainer, TrainerConfig,
+};
+use pigment::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
+use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
+use pigment::vision::{normalize, ClipConfig, ClipModel, ClipVisionConfig};
+
+const DEV: Device = Device::Cpu;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train")
+}
+
+// ---------------------------------------------------------------- AdamW against torch
+
+/// Tolerance: max |pigment - torch| <= 1e-6 on parameters of magnitude ~1 after five steps
+/// (both in f32 with the same operation order; the remaining gap is scalar rounding).
+const ADAMW_TOLERANCE: f32 = 1e-6;
+
+fn check_adamw_scenario(name: &str) {
+    let tensors = candle_core::safetensors::load(fixtures().join("adamw.safetensors"), &DEV)
+        .expect("AdamW fixture");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("adamw.json")).unwrap())
+            .unwrap();
+    let sc = &meta["scenarios"][name];
+    let names = ["a.weight", "b.bias", "c.weight"];
+    let params: Params = names
+        .iter()
+        .map(|n| {
+            let v = Var::from_tensor(&tensors[&format!("init.{n}")]).unwrap();
+            (n.to_string(), v)
+        })
+        .collect();
+    let mut opt = AdamW::new(
+        params.clone(),
+        AdamWConfig {
+            lr: 0.0,
+            beta1: sc["beta1"].as_f64().unwrap(),
+            beta2: sc["beta2"].as_f64().unwrap(),
+            eps: sc["eps"].as_f64().unwrap(),
+            weight_decay: sc["weight_decay"].as_f64().unwrap(),
+        },
+    )
+    .unwrap();
+    let lrs: Vec<f64> = serde_json::from_value(meta["lrs"].clone()).unwrap();
+    for (step, lr) in lrs.iter().enumerate() {
+        opt.set_lr(*lr);
+        let mut grads: Vec<Option<Tensor>> = names
+            .iter()
+            .map(|n| tensors.get(&format!("grad.{step}.{n}")).cloned())
+            .collect();
+        if let Some(max) = sc["max_norm"].as_f64() {
+            let norm = clip_grad_norm(&mut grads, max).unwrap();
+            let torch_norm = sc["norms"][step].as_f64().unwrap();
+            assert!(
+                (norm - torch_norm).abs() <= 1e-6 * torch_norm,
+                "{name} step {step}: grad norm {norm} vs torch {torch_norm}"
+            );
+        }
+        opt.step(&grads).unwrap();
+        for (n, var) in &params {
+            let expected = &tensors[&format!("{name}.after.{step}.{n}")];
+            let diff = (var.as_tensor() - expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= ADAMW_TOLERANCE,
+                "{name} step {step} {n}: max diff {diff} to torch.optim.AdamW"
+            );
+        }
+    }
+}
+
+#[test]
+fn adamw_matches_torch() {
+    check_adamw_scenario("plain");
+}
+
+#[test]
+fn adamw_with_clipping_matches_torch() {
+    check_adamw_scenario("clipped");
+}
+
+// ---------------------------------------------------------------- tiny models and data
+
+const SIZE: u32 = 16;
+const TOKENS: usize = 24;
+const ITEMS: usize = 8;
+
+/// `ITEMS` builtin images ([1, 3, 16, 16] in [-1, 1]) with their captions.
+fn data() -> (Vec<Tensor>, Vec<String>) {
+    let ds = Dataset::train(11).with_size(SIZE).unwrap();
+    (0..ITEMS as u64)
+        .map(|i| {
+            let (img, caption, _) = ds.sample(i);
+            (image_to_tensor(&img, &DEV).unwrap(), caption)
+        })
+        .unzip()
+}
+
+fn batch_of(images: &[Tensor], indices: &[usize]) -> Tensor {
+    let picked: Vec<&Tensor> = indices.iter().map(|&i| &images[i]).collect();
+    Tensor::cat(&picked, 0).unwrap()
+}
+
+fn tiny_vae_config() -> AutoencoderKLConfig {
+    AutoencoderKLConfig {
+        down_block_types: vec!["DownEncoderBlock2D".into(); 2],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 2],
+        block_out_channels: vec![16, 16],
+        norm_num_groups: 8,
+        sample_size: SIZE as usize,
+        ..Default::default()
+    }
+}
+
+fn tiny_text_config() -> ClipTextConfig {
+    ClipTextConfig {
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        max_position_embeddings: TOKENS,
+        ..Default::default()
+    }
+}
+
+fn tiny_unet_config() -> UNet2DConditionConfig {
+    UNet2DConditionConfig {
+        sample_size: 8,
+        down_block_types: vec!["CrossAttnDownBlock2D".into(), "DownBlock2D".into()],
+        up_block_types: vec!["UpBlock2D".into(), "CrossAttnUpBlock2D".into()],
+        block_out_channels: vec![16, 32],
+        layers_per_block: PerBlock::One(1),
+        norm_num_groups: 8,
+        cross_attention_dim: PerBlock::One(16),
+        attention_head_dim: PerBlock::One(2),
+        ..Default::default()
+    }
+}
+
+fn token_ids(tokenizer: &ClipTokenizer, captions: &[String]) -> Tensor {
+    let rows: Vec<Vec<u32>> = captions
+        .iter()
+        .map(|c| tokenizer.encode_padded(c, TOKENS).unwrap())
+        .collect();
+    Tensor::new(rows, &DEV).unwrap()
+}
+
+fn losses(records: &[StepRecord]) -> Vec<f64> {
+    records.iter().map(|r| r.loss).collect()
+}
+
+/// Asserts the mean of the last five losses is below `ratio` times the mean of the first five.
+fn assert_learns(what: &str, losses: &[f64], ratio: f64) {
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let first = mean(&losses[..5]);
+    let last = mean(&losses[losses.len() - 5..]);
+    println!("{what}: first-5 mean {first:.4}, last-5 mean {last:.4} ({losses:.3?})");
+    assert!(
+        last < ratio * first,
+        "{what} did not learn: first-5 mean {first}, last-5 mean {last}"
+    );
+}
+
+// ---------------------------------------------------------------- UNet: DDPM loss + resume
+
+/// A UNet trained on latents of a frozen VAE with captions from a frozen text encoder.
+struct DiffusionRun {
+    unet_vars: VarMap,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text: ClipTextModel,
+    tokenizer: ClipTokenizer,
+    objective: DiffusionObjective,
+    images: Vec<Tensor>,
+    captions: Vec<String>,
+}
+
+impl DiffusionRun {
+    /// `unet_seed` initialises the UNet; the frozen models are always the same.
+    fn new(unet_seed: u64) -> Self {
+        let frozen = VarMap::new();
+        let vae = AutoencoderKL::new(
+            seeded_var_builder(&frozen, 1, DType::F32, &DEV).pp("vae"),
+            &tiny_vae_config(),
+        )
+        .unwrap();
+        let text = ClipTextModel::new(
+            seeded_var_builder(&frozen, 2, DType::F32, &DEV).pp("text"),
+            &tiny_text_config(),
+        )
+        .unwrap();
+        let unet_vars = VarMap::new();
+        let unet = UNet2DConditionModel::new(
+            seeded_var_builder(&unet_vars, unet_seed, DType::F32, &DEV),
+            &tiny_unet_config(),
+        )
+        .unwrap();
+        let (images, captions) = data();
+        Self {
+            unet_vars,
+            unet,
+            vae,
+            text,
+            tokenizer: ClipTokenizer::embedded().unwrap(),
+            objective: DiffusionObjective::new(&SchedulerConfig::default(), 0.1).unwrap(),
+            images,
+            captions,
+        }
+    }
+
+    fn loss(&self, ctx: &mut StepContext<'_>) -> pigment::Result<Tensor> {
+        let images = batch_of(&self.images, &ctx.indices);
+        let latents = encode_latents(&self.vae, &images, ctx.rng)?;
+        let captions: Vec<&String> = ctx.indices.iter().map(|&i| &self.captions[i]).collect();
+        let captions = self.objective.drop_captions(&captions, ctx.rng);
+        let context = self
+            .text
+            .forward(&token_ids(&self.tokenizer, &captions))?
+            .detach();
+        self.objective.loss(&self.unet, &latents, &context, ctx.rng)
+    }
+
+    fn trainer(&self, dir: &Path, total_steps: u64) -> Trainer {
+        let config = TrainerConfig {
+            seed: 5,
+            optimizer: AdamWConfig {
+                weight_decay: 1e-2,
+                ..Default::default()
+            },
+            schedule: LrSchedule::WarmupCosine {
+                peak_lr: 5e-3,
+                warmup_steps: total_steps.min(3),
+                total_steps,
+                min_lr: 3e-4,
+            },
+            ema_decay: Some(0.99),
+            checkpoint_dir: Some(dir.join("checkpoints")),
+            checkpoint_every: 10,
+            keep_checkpoints: 2,
+            log_path: Some(dir.join("loss.jsonl")),
+            ..TrainerConfig::new(total_steps, ITEMS, ITEMS)
+        };
+        Trainer::new(named_vars(&self.unet_vars).unwrap(), config).unwrap()
+    }
+}
+
+fn weights(params: &Params) -> HashMap<String, Vec<f32>> {
+    params
+        .iter()
+        .map(|(n, v)| {
+            let flat = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>();
+            (n.clone(), flat.unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn unet_learns_and_a_resumed_run_continues_bit_for_bit() {
+    const TOTAL: u64 = 30;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The uninterrupted run.
+    let run = DiffusionRun::new(100);
+    let mut trainer = run.trainer(dir.path(), TOTAL);
+    let mut seen = 0u64;
+    let counter = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let c = counter.clone();
+    trainer.set_progress(Box::new(move |r| c.set(r.step)));
+    let records = trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
+    seen += records.len() as u64;
+    assert_eq!(seen, TOTAL);
+    assert_eq!(counter.get(), TOTAL);
+    assert!(trainer.is_done());
+    assert_learns("UNet DDPM loss", &losses(&records), 0.85);
+    let final_weights = weights(trainer.params());
+    let final_ema = trainer.ema().unwrap().tensors();
+
+    // Checkpoints at 10, 20, 30; only the newest two kept.
+    let ckpts = dir.path().join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["checkpoint-00000020", "checkpoint-00000030"]);
+
+    // A fresh process: differently initialised UNet, resumed from step 20.
+    let resumed_run = DiffusionRun::new(999);
+    let mut resumed = resumed_run.trainer(dir.path(), TOTAL);
+    resumed.resume(&ckpts.join("checkpoint-00000020")).unwrap();
+    assert_eq!(resumed.step_count(), 20);
+    let rest = resumed.run(u64::MAX, |ctx| resumed_run.loss(ctx)).unwrap();
+    let expected: Vec<u64> = losses(&records[20..]).iter().map(|l| l.to_bits()).collect();
+    let got: Vec<u64> = losses(&rest).iter().map(|l| l.to_bits()).collect();
+    assert_eq!(
+        got, expected,
+        "resumed losses differ from the uninterrupted run"
+    );
+    assert_eq!(weights(resumed.params()), final_weights);
+    let resumed_ema = resumed.ema().unwrap().tensors();
+    for (name, t) in &final_ema {
+        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = resumed_ema[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b, "EMA of {name} differs after resume");
+    }
+
+    // The log holds each step once, the resumed steps replacing what followed step 20.
+    let log = read_log(&dir.path().join("loss.jsonl")).unwrap();
+    let steps: Vec<u64> = log.iter().map(|r| r.step).collect();
+    assert_eq!(steps, (1..=TOTAL).collect::<Vec<_>>());
+    assert!(log
+        .iter()
+        .all(|r| r.lr > 0.0 && r.grad_norm > 0.0 && r.samples_per_sec > 0.0));
+
+    // The run is complete: another step is refused, and resume_latest finds step 30.
+    assert!(resumed
+        .run(1, |ctx| resumed_run.loss(ctx))
+        .unwrap()
+        .is_empty());
+    let mut again = resumed_run.trainer(dir.path(), TOTAL);
+    assert_eq!(again.resume_latest().unwrap(), Some(30));
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_of_other_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = DiffusionRun::new(1);
+    let mut trainer = run.trainer(dir.path(), 1);
+    trainer.run(1, |ctx| run.loss(ctx)).unwrap();
+
+    let other = VarMap::new();
+    let vb = seeded_var_builder(&other, 0, DType::F32, &DEV);
+    candle_nn::linear(2, 2, vb.pp("head")).unwrap();
+    let mut wrong =
+        Trainer::new(named_vars(&other).unwrap(), TrainerConfig::new(1, 4, ITEMS)).unwrap();
+    let err = wrong
+        .resume(&dir.path().join("checkpoints/checkpoint-00000001"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other parameters"), "{err}");
+}
+
+// ---------------------------------------------------------------- VAE
+
+#[test]
+fn vae_learns_to_reconstruct() {
+    let vars = VarMap::new();
+    let vae = AutoencoderKL::new(
+        seeded_var_builder(&vars, 3, DType::F32, &DEV),
+        &tiny_vae_config(),
+    )
+    .unwrap();
+    let (images, _) = data();
+    let objective = VaeObjective::new(Reconstruction::L1, 1e-3).unwrap();
+    let config = TrainerConfig {
+        optimizer: AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        schedule: LrSchedule::constant(3e-3),
+        ..TrainerConfig::new(30, 4, ITEMS)
+    };
+    let mut trainer = Trainer::new(named_vars(&vars).unwrap(), config).unwrap();
+    let records = trainer
+        .run(u64::MAX, |ctx| {
+            let x = batch_of(&images, &ctx.indices);
+            Ok(objective.loss(&vae, &x, ctx.rng)?.total)
+        })
+        .unwrap();
+    assert_learns("VAE L1 + KL loss", &losses(&records), 0.6);
+}
+
+// ---------------------------------------------------------------- CLIP
+
+#[test]
+fn clip_learns_to_match_captions_to_images() {
+    let vars = VarMap::new();
+    let config = ClipConfig {
+        text_config: tiny_text_config(),
+        vision_config: ClipVisionConfig {
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            image_size: SIZE as usize,
+            patch_size: 4,
+            ..Default::default()
+        },
+        projection_dim: 16,
+        ..Default::default()
+    };
+    let model = ClipModel::new(seeded_var_builder(&vars, 4, DType::F32, &DEV), &config).unwrap();
+    let (images, captions) = data();
+    let tokenizer = ClipTokenizer::embedded().unwrap();
+    let pixels: Vec<Tensor> = images
+        .iter()
+        .map(|x| normalize(&((x + 1.0).unwrap() * 0.5).unwrap()).unwrap())
+        .collect();
+    let trainer_config = TrainerConfig {
+        schedule: LrSchedule::constant(3e-3),
+        ..TrainerConfig::new(30, ITEMS, ITEMS)
+    };
+    let mut trainer = Trainer::new(named_vars(&vars).unwrap(), trainer_config).unwrap();
+    trainer
+        .clamp_param("logit_scale", 0.0, MAX_LOGIT_SCALE)
+        .unwrap();
+    let records = trainer
+        .run(u64::MAX, |ctx| {
+            let caps: Vec<String> = ctx.indices.iter().map(|&i| captions[i].clone()).collect();
+            clip_loss(
+                &model,
+                &token_ids(&tokenizer, &caps),
+                &batch_of(&pixels, &ctx.indices),
+            )
+        })
+        .unwrap();
+    assert_learns("CLIP contrastive loss", &losses(&records), 0.6);
+    let scale = model.logit_scale().to_scalar::<f32>().unwrap() as f64;
+    assert!((0.0..=MAX_LOGIT_SCALE).contains(&scale));
+}
+
+// ---------------------------------------------------------------- loop mechanics
+
+/// y = w x on fixed data: gradient accumulation over 2 x 2 items equals one batch of 4.
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let xs = [1.0f32, -2.0, 0.5, 3.0];
+    let run = |batch: usize, accumulation: usize| {
+        let w = Var::new(&[0.3f32], &DEV).unwrap();
+        let config = TrainerConfig {
+            grad_accumulation: accumulation,
+            schedule: LrSchedule::constant(0.1),
+            max_grad_norm: None,
+            ..TrainerConfig::new(3, batch, 4)
+        };
+        let mut trainer = Trainer::new(vec![("w".into(), w.clone())], config).unwrap();
+        trainer
+            .run(u64::MAX, |ctx| {
+                let x: Vec<f32> = ctx.indices.iter().map(|&i| xs[i]).collect();
+                let x = Tensor::new(x, &DEV)?;
+                let pred = x.broadcast_mul(w.as_tensor())?;
+                Ok((pred - (&x * 2.0)?)?.sqr()?.mean_all()?)
+            })
+            .unwrap();
+        w.as_tensor().to_vec1::<f32>().unwrap()[0]
+    };
+    // Both visit the same items each step (4 items per step = the whole dataset).
+    let (one, two) = (run(4, 1), run(2, 2));
+    assert!((one - two).abs() < 1e-6, "{one} vs {two}");
+    assert!(one > 0.5, "w moved toward 2: {one}");
+}
+
+#[test]
+fn divergence_and_detached_losses_are_errors() {
+    let w = Var::new(&[1.0f32], &DEV).unwrap();
+    let mut trainer =
+        Trainer::new(vec![("w".into(), w.clone())], TrainerConfig::new(5, 1, 1)).unwrap();
+    let err = trainer
+        .run(1, |_| Ok((w.as_tensor() * f64::NAN)?.sum_all()?))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("diverged"), "{err}");
+    let err = trainer
+        .run(1, |_| Ok(w.as_tensor().detach().sum_all()?))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not depend"), "{err}");
+    let err = trainer
+        .run(1, |_| Ok(w.as_tensor().clone()))
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_none(), "a one-element loss is accepted: {err:?}");
+    assert_eq!(trainer.step_count(), 1);
+}
+
+/// Training draws one timestep per sample: each row of `forward_timesteps` is what `forward`
+/// gives for that row's timestep alone.
+#[test]
+fn per_sample_timesteps_match_single_timestep_forwards() {
+    let vars = VarMap::new();
+    let unet = UNet2DConditionModel::new(
+        seeded_var_builder(&vars, 8, DType::F32, &DEV),
+        &tiny_unet_config(),
+    )
+    .unwrap();
+    let x = Tensor::from_vec(
+        pigment::train::TrainRng::new(1).normal_vec(2 * 4 * 8 * 8),
+        (2, 4, 8, 8),
+        &DEV,
+    )
+    .unwrap();
+    let context = Tensor::ones((2, 3, 16), DType::F32, &DEV).unwrap();
+    let both = unet
+        .forward_timesteps(&x, &[10.0, 500.0], &context, &Default::default())
+        .unwrap();
+    for (i, t) in [10.0, 500.0].into_iter().enumerate() {
+        let row = unet
+            .forward(
+                &x.narrow(0, i, 1).unwrap(),
+                t,
+                &context.narrow(0, i, 1).unwrap(),
+            )
+            .unwrap();
+        let diff = (both.narrow(0, i, 1).unwrap() - row)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // Same arithmetic per row; only batched-matmul blocking can differ.
+        assert!(diff < 1e-5, "row {i}: {diff}");
+    }
+    assert!(unet
+        .forward_timesteps(&x, &[10.0], &context, &Default::default())
+        .is_err());
+}
