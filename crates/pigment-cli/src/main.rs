@@ -1,5 +1,6 @@
 //! `pigment`: text-to-image from the command line.
 
+mod eval;
 mod generate;
 mod info;
 mod output;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Generate images from a text prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Score a model on the built-in world's captions, per category, seen vs held-out pairs.
+    Eval(Box<eval::EvalArgs>),
     /// Describe a checkpoint: family, prediction type, dtype, parameter counts, unknown keys.
     Info(info::InfoArgs),
 }
@@ -37,6 +40,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
+        Command::Eval(args) => eval::run(*args),
         Command::Info(args) => info::run(args),
     };
     if let Err(err) = result {

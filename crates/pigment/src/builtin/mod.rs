@@ -16,6 +16,7 @@ mod captions;
 mod dataset;
 mod degrade;
 mod detect;
+pub mod eval;
 mod generate;
 mod prng;
 mod query;
