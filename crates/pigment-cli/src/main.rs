@@ -4,6 +4,7 @@ mod eval;
 mod generate;
 mod info;
 mod output;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Score a model on the built-in world's captions, per category, seen vs held-out pairs.
     Eval(Box<eval::EvalArgs>),
+    /// Train the built-in model's stages: clip, vae, unet, then export.
+    Train(train::TrainArgs),
     /// Describe a checkpoint: family, prediction type, dtype, parameter counts, unknown keys.
     Info(info::InfoArgs),
 }
@@ -42,6 +45,7 @@ fn main() {
         Command::Generate(args) => generate::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Info(args) => info::run(args),
+        Command::Train(args) => train::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -20,6 +20,7 @@ pub mod eval;
 mod generate;
 mod prng;
 mod query;
+pub mod recipe;
 mod render;
 mod shapes;
 mod world;

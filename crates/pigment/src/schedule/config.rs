@@ -8,9 +8,9 @@
 //! option at all. Those fields are `Option`s here and each sampler resolves `None` to its own
 //! class default (samplers/mod.rs).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct SchedulerConfig {
     #[serde(default = "default_train_timesteps")]
     pub num_train_timesteps: usize,

@@ -1,9 +1,9 @@
 //! CLIP text-encoder config: the fields of transformers' `CLIPTextConfig` (`config.json` of a
 //! diffusers `text_encoder/` folder), with transformers' defaults.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClipTextConfig {
     pub vocab_size: usize,

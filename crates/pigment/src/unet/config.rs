@@ -1,7 +1,7 @@
 //! UNet2DConditionModel config: the fields of diffusers' `unet/config.json` that SD1.x / SD2.x
 //! use, with diffusers' defaults (diffusers/models/unets/unet_2d_condition.py).
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A config field that diffusers allows as either one value or one value per block.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,16 @@ impl<T: Clone> PerBlock<T> {
     }
 }
 
+impl<T: Serialize> Serialize for PerBlock<T> {
+    /// Written back the way diffusers writes it: a bare value or a list.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PerBlock::One(v) => v.serialize(s),
+            PerBlock::Each(v) => v.serialize(s),
+        }
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for PerBlock<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -44,7 +54,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for PerBlock<T> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UNet2DConditionConfig {
     pub sample_size: usize,

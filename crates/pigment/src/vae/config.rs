@@ -1,11 +1,11 @@
 //! AutoencoderKL config: the fields of diffusers' `vae/config.json`, with diffusers' defaults
 //! (diffusers/models/autoencoders/autoencoder_kl.py).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AutoencoderKLConfig {
     pub in_channels: usize,

@@ -1,12 +1,12 @@
 //! CLIP vision and dual-encoder configs: the fields of transformers' `CLIPVisionConfig` and
 //! `CLIPConfig` (`config.json` of a `CLIPModel`), with transformers' defaults (ViT-B/32).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::text::ClipTextConfig;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClipVisionConfig {
     pub hidden_size: usize,
@@ -71,7 +71,7 @@ impl ClipVisionConfig {
 }
 
 /// transformers' `CLIPConfig`: both towers and the shared embedding space.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClipConfig {
     pub text_config: ClipTextConfig,

@@ -1,0 +1,433 @@
+//! The built-in model's recipe: the three model configs and the three training stages, in
+//! order (CLIP, then the VAE, then the UNet conditioned on the frozen CLIP text tower), each a
+//! resumable run of [`crate::train::Trainer`] on the synthetic shapes world, and the export to
+//! a diffusers folder that the ordinary loader and pipeline run unchanged.
+//!
+//! Layout of a work folder: `clip/`, `vae/`, `unet/`, each with `checkpoints/`, `loss.jsonl` and,
+//! when the stage finishes, its weights and `config.json` (EMA weights where the stage keeps an
+//! EMA). `export` assembles `model_index.json`, `text_encoder/`, `vae/`, `unet/`, `scheduler/` and
+//! `clip/` (the whole small CLIP, for CLIP scores) with f16 weights.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::builtin::Dataset;
+use crate::error::{Error, Result};
+use crate::image::image_to_tensor;
+use crate::schedule::SchedulerConfig;
+use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use crate::train::clip::{clip_loss, MAX_LOGIT_SCALE};
+use crate::train::diffusion::{encode_latents, DiffusionObjective};
+use crate::train::vae::{Reconstruction, VaeObjective};
+use crate::train::{
+    named_vars, seeded_var_builder, AdamWConfig, LrSchedule, ProgressFn, StepContext, Trainer,
+    TrainerConfig,
+};
+use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::vision::{normalize, ClipConfig, ClipModel, ClipVisionConfig};
+
+/// Side of the training images in pixels.
+pub const IMAGE_SIZE: u32 = 64;
+/// Tokens per caption: the CLIP context the pipeline pads every prompt to.
+pub const TEXT_TOKENS: usize = 77;
+/// Items the data order draws from; the synthetic world renders any index on demand.
+const DATASET_LEN: usize = 1 << 20;
+/// Seed of the training split; evaluation uses other seeds and the held-out split.
+pub const DATA_SEED: u64 = 2024;
+
+/// A small CLIP: text tower (the conditioning encoder) and a ViT over 8x8 patches.
+pub fn clip_config() -> ClipConfig {
+    ClipConfig {
+        text_config: ClipTextConfig {
+            hidden_size: 64,
+            intermediate_size: 256,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            max_position_embeddings: TEXT_TOKENS,
+            projection_dim: 64,
+            ..ClipTextConfig::default()
+        },
+        vision_config: ClipVisionConfig {
+            hidden_size: 64,
+            intermediate_size: 256,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            image_size: IMAGE_SIZE as usize,
+            patch_size: 8,
+            projection_dim: 64,
+            ..ClipVisionConfig::default()
+        },
+        projection_dim: 64,
+        ..ClipConfig::default()
+    }
+}
+
+/// A small AutoencoderKL with f = 4: 64x64 images to 16x16x4 latents.
+pub fn vae_config() -> AutoencoderKLConfig {
+    AutoencoderKLConfig {
+        down_block_types: vec!["DownEncoderBlock2D".into(); 3],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 3],
+        block_out_channels: vec![32, 64, 64],
+        layers_per_block: 1,
+        norm_num_groups: 16,
+        sample_size: IMAGE_SIZE as usize,
+        scaling_factor: 1.0,
+        ..AutoencoderKLConfig::default()
+    }
+}
+
+/// A small SD-shaped UNet on 16x16 latents, cross-attending to the 64-wide text tower.
+pub fn unet_config() -> UNet2DConditionConfig {
+    UNet2DConditionConfig {
+        sample_size: IMAGE_SIZE as usize / 4,
+        block_out_channels: vec![64, 128, 128],
+        down_block_types: vec![
+            "CrossAttnDownBlock2D".into(),
+            "CrossAttnDownBlock2D".into(),
+            "DownBlock2D".into(),
+        ],
+        up_block_types: vec![
+            "UpBlock2D".into(),
+            "CrossAttnUpBlock2D".into(),
+            "CrossAttnUpBlock2D".into(),
+        ],
+        layers_per_block: PerBlock::One(1),
+        attention_head_dim: PerBlock::One(4),
+        cross_attention_dim: PerBlock::One(64),
+        norm_num_groups: 32,
+        ..UNet2DConditionConfig::default()
+    }
+}
+
+/// SD's noise schedule (scaled linear betas, 1000 steps), as SD folders write it.
+pub fn scheduler_config() -> SchedulerConfig {
+    SchedulerConfig::default()
+}
+
+/// What every stage takes from the command line.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    pub work_dir: PathBuf,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub peak_lr: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+}
+
+/// The stage names, in training order.
+pub const STAGES: [&str; 3] = ["clip", "vae", "unet"];
+
+/// Run one stage (resuming from its newest checkpoint if there is one) and write its weights.
+pub fn train_stage(stage: &str, opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
+    match stage {
+        "clip" => train_clip(opts, progress),
+        "vae" => train_vae(opts, progress),
+        "unet" => train_unet(opts, progress),
+        other => Err(Error::invalid(format!(
+            "unknown training stage `{other}`: use clip, vae or unet (in that order)"
+        ))),
+    }
+}
+
+fn dataset() -> Result<Dataset> {
+    Dataset::train(DATA_SEED).with_size(IMAGE_SIZE)
+}
+
+/// [batch, 3, S, S] in [-1, 1] and the captions of the data indices.
+fn batch(data: &Dataset, indices: &[usize], device: &Device) -> Result<(Tensor, Vec<String>)> {
+    let mut images = Vec::with_capacity(indices.len());
+    let mut captions = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let (image, caption, _) = data.sample(i as u64);
+        images.push(image_to_tensor(&image, device)?);
+        captions.push(caption);
+    }
+    Ok((Tensor::cat(&images, 0)?, captions))
+}
+
+fn token_ids(tokenizer: &ClipTokenizer, captions: &[String], device: &Device) -> Result<Tensor> {
+    let mut rows = Vec::with_capacity(captions.len());
+    for caption in captions {
+        rows.push(tokenizer.encode_padded(caption, TEXT_TOKENS)?);
+    }
+    Ok(Tensor::new(rows, device)?)
+}
+
+fn trainer_config(opts: &StageOptions, stage: &str, ema: Option<f64>) -> Result<TrainerConfig> {
+    let dir = opts.work_dir.join(stage);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(TrainerConfig {
+        seed: opts.seed,
+        optimizer: AdamWConfig {
+            weight_decay: 1e-2,
+            ..AdamWConfig::default()
+        },
+        schedule: LrSchedule::WarmupCosine {
+            peak_lr: opts.peak_lr,
+            warmup_steps: (opts.steps / 20).max(1),
+            total_steps: opts.steps,
+            min_lr: opts.peak_lr * 0.05,
+        },
+        max_grad_norm: Some(1.0),
+        ema_decay: ema,
+        checkpoint_dir: Some(dir.join("checkpoints")),
+        checkpoint_every: opts.checkpoint_every,
+        keep_checkpoints: 2,
+        log_path: Some(dir.join("loss.jsonl")),
+        ..TrainerConfig::new(opts.steps, opts.batch_size, DATASET_LEN)
+    })
+}
+
+/// Resume if a checkpoint exists, run to the end, and return the weights to export (EMA where
+/// the stage keeps one).
+fn run_to_end<F>(
+    trainer: &mut Trainer,
+    progress: ProgressFn,
+    loss: F,
+) -> Result<HashMap<String, Tensor>>
+where
+    F: FnMut(&mut StepContext<'_>) -> Result<Tensor>,
+{
+    if let Some(step) = trainer.resume_latest()? {
+        tracing::info!("resumed at step {step}");
+    }
+    trainer.set_progress(progress);
+    trainer.run(u64::MAX, loss)?;
+    Ok(match trainer.ema() {
+        Some(ema) => ema.tensors(),
+        None => trainer
+            .params()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect(),
+    })
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::invalid(format!("cannot serialise {}: {e}", path.display())))?;
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+fn save_weights(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType) -> Result<()> {
+    let converted: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?)))
+        .collect::<Result<_>>()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = path.with_extension("partial");
+    candle_core::safetensors::save(&converted, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "{} is missing: train the earlier stage first (stages run clip, vae, unet)",
+            path.display()
+        )));
+    }
+    // SAFETY: the file is ours, written by an earlier stage and not modified while we read it.
+    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? })
+}
+
+/// Stage 1: contrastive CLIP (Radford 2021) on captions and images of the synthetic world.
+pub fn train_clip(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
+    let device = Device::Cpu;
+    let config = clip_config();
+    let vars = VarMap::new();
+    let model = ClipModel::new(
+        seeded_var_builder(&vars, opts.seed, DType::F32, &device),
+        &config,
+    )?;
+    let tokenizer = ClipTokenizer::embedded()?;
+    let data = dataset()?;
+    let mut trainer = Trainer::new(named_vars(&vars)?, trainer_config(opts, "clip", None)?)?;
+    trainer.clamp_param("logit_scale", 0.0, MAX_LOGIT_SCALE)?;
+    let weights = run_to_end(&mut trainer, progress, |ctx| {
+        let (images, captions) = batch(&data, &ctx.indices, &device)?;
+        let pixels = normalize(&((images + 1.0)? * 0.5)?)?;
+        clip_loss(&model, &token_ids(&tokenizer, &captions, &device)?, &pixels)
+    })?;
+    let dir = opts.work_dir.join("clip");
+    save_weights(&weights, &dir.join("model.safetensors"), DType::F32)?;
+    write_json(&dir.join("config.json"), &config)?;
+    Ok(dir)
+}
+
+/// Stage 2: the autoencoder (L1 reconstruction + KL, LDM's first stage without the GAN), then
+/// the latent scaling factor: 1 / std of the latents, as LDM chose 0.18215 for SD.
+pub fn train_vae(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
+    let device = Device::Cpu;
+    let mut config = vae_config();
+    let vars = VarMap::new();
+    let vae = AutoencoderKL::new(
+        seeded_var_builder(&vars, opts.seed, DType::F32, &device),
+        &config,
+    )?;
+    let data = dataset()?;
+    let objective = VaeObjective::new(Reconstruction::L1, 1e-6)?;
+    let mut trainer = Trainer::new(named_vars(&vars)?, trainer_config(opts, "vae", None)?)?;
+    let weights = run_to_end(&mut trainer, progress, |ctx| {
+        let (images, _) = batch(&data, &ctx.indices, &device)?;
+        Ok(objective.loss(&vae, &images, ctx.rng)?.total)
+    })?;
+
+    let indices: Vec<usize> = (0..256).collect();
+    let (images, _) = batch(&data, &indices, &device)?;
+    let latents = vae.encode(&images)?.mean;
+    let std = latents
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .fold((0f64, 0f64, 0usize), |(s, ss, n), &v| {
+            (s + v as f64, ss + (v as f64).powi(2), n + 1)
+        });
+    let mean = std.0 / std.2 as f64;
+    let std = (std.1 / std.2 as f64 - mean * mean).sqrt();
+    config.scaling_factor = 1.0 / std.max(1e-6);
+
+    let dir = opts.work_dir.join("vae");
+    save_weights(
+        &weights,
+        &dir.join("diffusion_pytorch_model.safetensors"),
+        DType::F32,
+    )?;
+    write_json(&dir.join("config.json"), &config)?;
+    Ok(dir)
+}
+
+/// Stage 3: the UNet on VAE latents, conditioned on the frozen CLIP text tower, with 10% of
+/// captions dropped (GLIDE) so that classifier-free guidance works.
+pub fn train_unet(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
+    let device = Device::Cpu;
+    let clip = clip_config();
+    let text = ClipTextModel::new(
+        load_weights(&opts.work_dir.join("clip/model.safetensors"), &device)?.pp("text_model"),
+        &clip.text_config,
+    )?;
+    let vae_config = read_vae_config(&opts.work_dir.join("vae/config.json"))?;
+    let vae = AutoencoderKL::new(
+        load_weights(
+            &opts
+                .work_dir
+                .join("vae/diffusion_pytorch_model.safetensors"),
+            &device,
+        )?,
+        &vae_config,
+    )?;
+    let config = unet_config();
+    let vars = VarMap::new();
+    let unet = UNet2DConditionModel::new(
+        seeded_var_builder(&vars, opts.seed, DType::F32, &device),
+        &config,
+    )?;
+    let tokenizer = ClipTokenizer::embedded()?;
+    let data = dataset()?;
+    let objective = DiffusionObjective::new(&scheduler_config(), 0.1)?;
+    let mut trainer = Trainer::new(
+        named_vars(&vars)?,
+        trainer_config(opts, "unet", Some(0.999))?,
+    )?;
+    let weights = run_to_end(&mut trainer, progress, |ctx| {
+        let (images, captions) = batch(&data, &ctx.indices, &device)?;
+        let latents = encode_latents(&vae, &images, ctx.rng)?;
+        let captions = objective.drop_captions(&captions, ctx.rng);
+        let context = text
+            .forward(&token_ids(&tokenizer, &captions, &device)?)?
+            .detach();
+        objective.loss(&unet, &latents, &context, ctx.rng)
+    })?;
+    let dir = opts.work_dir.join("unet");
+    save_weights(
+        &weights,
+        &dir.join("diffusion_pytorch_model.safetensors"),
+        DType::F32,
+    )?;
+    write_json(&dir.join("config.json"), &config)?;
+    Ok(dir)
+}
+
+fn read_vae_config(path: &Path) -> Result<AutoencoderKLConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Assemble the trained stages into a diffusers folder at `out` (weights stored as f16).
+pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
+    let device = Device::Cpu;
+    let load = |path: PathBuf| -> Result<HashMap<String, Tensor>> {
+        if !path.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is missing: run every training stage before exporting",
+                path.display()
+            )));
+        }
+        Ok(candle_core::safetensors::load(&path, &device)?)
+    };
+    let clip = load(work_dir.join("clip/model.safetensors"))?;
+    let vae = load(work_dir.join("vae/diffusion_pytorch_model.safetensors"))?;
+    let unet = load(work_dir.join("unet/diffusion_pytorch_model.safetensors"))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+
+    // The text encoder keeps transformers-4 names (`text_model.` prefix), as most SD folders do.
+    let text: HashMap<String, Tensor> = clip
+        .iter()
+        .filter(|(k, _)| k.starts_with("text_model."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let clip_config = clip_config();
+    save_weights(
+        &text,
+        &out.join("text_encoder/model.safetensors"),
+        DType::F16,
+    )?;
+    write_json(
+        &out.join("text_encoder/config.json"),
+        &clip_config.text_config,
+    )?;
+    save_weights(&clip, &out.join("clip/model.safetensors"), DType::F16)?;
+    write_json(&out.join("clip/config.json"), &clip_config)?;
+    save_weights(
+        &vae,
+        &out.join("vae/diffusion_pytorch_model.safetensors"),
+        DType::F16,
+    )?;
+    std::fs::copy(
+        work_dir.join("vae/config.json"),
+        out.join("vae/config.json"),
+    )
+    .map_err(|e| Error::io(out.join("vae/config.json"), e))?;
+    save_weights(
+        &unet,
+        &out.join("unet/diffusion_pytorch_model.safetensors"),
+        DType::F16,
+    )?;
+    write_json(&out.join("unet/config.json"), &unet_config())?;
+    std::fs::create_dir_all(out.join("scheduler")).map_err(|e| Error::io(out, e))?;
+    write_json(
+        &out.join("scheduler/scheduler_config.json"),
+        &scheduler_config(),
+    )?;
+    write_json(
+        &out.join("model_index.json"),
+        &serde_json::json!({
+            "_class_name": "StableDiffusionPipeline",
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "tokenizer": [null, null],
+            "safety_checker": [null, null],
+            "feature_extractor": [null, null],
+        }),
+    )?;
+    Ok(())
+}
