@@ -1,0 +1,33 @@
+//! AUTOMATIC1111's prompt syntax, with its exact semantics, so that prompts written for the
+//! stable-diffusion-webui give the same conditioning here:
+//!
+//! - `attention`: `(word)`, `(word:1.3)`, `[word]`, escapes and `BREAK` -> weighted fragments
+//!   (`modules/prompt_parser.py::parse_prompt_attention`);
+//! - `schedule`: prompt editing `[from:to:when]` and alternation `[a|b]` -> the prompt text for
+//!   each sampling step (`get_learned_conditioning_prompt_schedules`);
+//! - `chunks`: fragments -> 77-token chunks with per-token multipliers, for prompts of any length
+//!   (`modules/sd_hijack_clip.py::tokenize_line`);
+//! - `emphasis`: the multipliers applied to the encoder output, chunks joined
+//!   (`modules/sd_emphasis.py::EmphasisOriginal`).
+//!
+//! Typical use: for each `(until_step, text)` of a schedule, `parse_prompt_attention(text)`,
+//! `tokenize_weighted`, then `encode_weighted` with the text encoder.
+
+mod attention;
+mod chunks;
+mod emphasis;
+mod schedule;
+mod schedule_tree;
+
+pub use attention::{
+    parse_prompt_attention, parse_prompt_attention_with_warnings, ParseWarning, BREAK_TEXT,
+    BREAK_WEIGHT,
+};
+pub use chunks::{
+    tokenize_weighted, tokenize_weighted_with_backtrack, PromptChunk, CHUNK_LENGTH,
+    COMMA_PADDING_BACKTRACK,
+};
+pub use emphasis::{apply_emphasis, encode_weighted, pad_cond_uncond};
+pub use schedule::{
+    get_learned_conditioning_prompt_schedules, prompt_at_step, prompt_schedule, ScheduleOptions,
+};
