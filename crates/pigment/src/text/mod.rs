@@ -5,6 +5,7 @@ mod byte_level;
 pub mod clip_text;
 pub mod config;
 mod pretokenize;
+pub mod prompt_syntax;
 pub mod tokenizer;
 mod vocab_files;
 
