@@ -1,15 +1,16 @@
 //! Times one SD1.5-size UNet forward (batch 2 = classifier-free guidance, 64x64 latents, 77
 //! tokens of 768) on the CPU in f32, with zero weights built in memory (the time does not depend
-//! on the values), with pigment's fast conv and, with `--before`, with candle's conv2d.
+//! on the values), with pigment's fast ops and, with `--before`, with candle's conv2d and
+//! GroupNorm (`--before-conv`: candle's conv2d only).
 //! `--vae` also times a 512x512 VAE decode.
 //!
-//! cargo run -p pigment --example unet_bench [--before] [--vae]
+//! cargo run -p pigment --example unet_bench [--before] [--before-conv] [--vae]
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use pigment::ops::set_fast_conv;
+use pigment::ops::{set_fast_conv, set_fast_group_norm};
 use pigment::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -22,6 +23,7 @@ fn seconds(f: impl FnOnce() -> pigment::Result<Tensor>) -> anyhow::Result<f64> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let before = args.iter().any(|a| a == "--before");
+    let before_conv = args.iter().any(|a| a == "--before-conv");
     let vae = args.iter().any(|a| a == "--vae");
     let dev = Device::Cpu;
     println!("threads {}", candle_core::utils::get_num_threads());
@@ -31,14 +33,23 @@ fn main() -> anyhow::Result<()> {
     let sample = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev)?;
     let context = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev)?;
     let forward = || unet.forward(&sample, 500.0, &context);
-    set_fast_conv(true);
     let first = seconds(forward)?;
     let second = seconds(forward)?;
-    println!("unet forward (b2, 64x64), fast conv: {first:.2} s, {second:.2} s");
-    if before {
+    println!("unet forward (b2, 64x64), fast ops: {first:.2} s, {second:.2} s");
+    if before_conv {
         set_fast_conv(false);
         println!("unet forward, candle conv2d: {:.2} s", seconds(forward)?);
         set_fast_conv(true);
+    }
+    if before {
+        set_fast_conv(false);
+        set_fast_group_norm(false);
+        println!(
+            "unet forward, candle conv2d + GroupNorm: {:.2} s",
+            seconds(forward)?
+        );
+        set_fast_conv(true);
+        set_fast_group_norm(true);
     }
 
     if vae {

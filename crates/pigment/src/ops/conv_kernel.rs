@@ -108,6 +108,17 @@ fn build_phases(x: &[f32], g: &ConvGeometry, oh: usize) -> Phases {
     Phases { data, ph, pw }
 }
 
+/// How many output columns (pixels) one round of the k*k tap GEMMs covers: all taps accumulate
+/// into the same [out, band] block of the output, which should stay in cache between taps
+/// instead of streaming a whole large image's output through memory k*k times.
+fn column_band(cin: usize, cout: usize, cols: usize) -> usize {
+    let budget: usize = std::env::var("PIGMENT_BAND_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 << 20);
+    (budget / (4 * (cin + cout))).max(256).min(cols)
+}
+
 /// y = conv2d(x, W) + bias for NCHW f32 `x` (contiguous), taps from [`pack_taps`]. Returns the
 /// [batch, out, oh, ow] output, contiguous.
 pub(crate) fn conv2d_f32(
@@ -154,27 +165,31 @@ pub(crate) fn conv2d_f32(
                 row.fill(bv);
             }
         }
-        for ky in 0..k {
-            for kx in 0..k {
-                let t = ky * k + kx;
-                let phase = (ky % s) * s + kx % s;
-                let offset = phase * cin * plane + (ky / s) * pw + kx / s;
-                gemm_f32(
-                    dst,
-                    cols,
-                    Operand {
-                        data: taps,
-                        offset: t * cout * cin,
-                        row_stride: cin,
-                    },
-                    Operand {
-                        data: src,
-                        offset,
-                        row_stride: plane,
-                    },
-                    (cout, cols, cin),
-                    bias.is_some() || t > 0,
-                )?;
+        let band = column_band(cin, cout, cols);
+        for c0 in (0..cols).step_by(band) {
+            let n = band.min(cols - c0);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let t = ky * k + kx;
+                    let phase = (ky % s) * s + kx % s;
+                    let offset = phase * cin * plane + (ky / s) * pw + kx / s;
+                    gemm_f32(
+                        &mut dst[c0..],
+                        cols,
+                        Operand {
+                            data: taps,
+                            offset: t * cout * cin,
+                            row_stride: cin,
+                        },
+                        Operand {
+                            data: src,
+                            offset: offset + c0,
+                            row_stride: plane,
+                        },
+                        (cout, n, cin),
+                        bias.is_some() || t > 0,
+                    )?;
+                }
             }
         }
         if pw != ow {

@@ -4,5 +4,7 @@
 mod conv2d;
 mod conv_kernel;
 mod gemm;
+mod group_norm;
 
 pub use conv2d::{conv2d, set_fast_conv, Conv2d};
+pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};

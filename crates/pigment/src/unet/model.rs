@@ -4,7 +4,7 @@
 //! entirely from the config; computes in the dtype of its weights.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::config::UNet2DConditionConfig;
 use super::down_block::DownBlock;
@@ -15,7 +15,7 @@ use super::plan::UNetPlan;
 use super::resnet::ResnetSettings;
 use super::up_block::{UpBlock, UpChannels};
 use crate::error::{Error, Result};
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, GroupNorm};
 
 pub struct UNet2DConditionModel {
     config: UNet2DConditionConfig,
@@ -116,7 +116,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(
+            conv_norm_out: crate::ops::group_norm(
                 cfg.norm_num_groups,
                 boc[0],
                 cfg.norm_eps,
@@ -273,7 +273,7 @@ impl UNet2DConditionModel {
             x = block.forward(&x, &block_skips, &temb_act, &context, hook, upsample_size)?;
         }
 
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_silu(&x)?;
         Ok(self.conv_out.forward(&x)?)
     }
 

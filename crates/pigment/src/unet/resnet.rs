@@ -3,10 +3,10 @@
 //! SiLU, 3x3 conv, plus a 1x1 conv shortcut when the channel count changes.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 use crate::error::Result;
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, GroupNorm};
 
 /// How a ResnetBlock2D is built; the channel counts come separately.
 #[derive(Debug, Clone, Copy)]
@@ -60,10 +60,10 @@ impl ResnetBlock2D {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(s.groups, cin, s.eps, vb.pp("norm1"))?,
+            norm1: crate::ops::group_norm(s.groups, cin, s.eps, vb.pp("norm1"))?,
             conv1: conv3x3(cin, cout, vb.pp("conv1"))?,
             time_emb_proj,
-            norm2: candle_nn::group_norm(s.groups, cout, s.eps, vb.pp("norm2"))?,
+            norm2: crate::ops::group_norm(s.groups, cout, s.eps, vb.pp("norm2"))?,
             conv2: conv3x3(cout, cout, vb.pp("conv2"))?,
             conv_shortcut,
             settings: s,
@@ -73,24 +73,26 @@ impl ResnetBlock2D {
     /// `x` [B, cin, H, W]; `temb_act` = SiLU(time embedding) [B, temb_channels] (the activation
     /// is shared by every resnet, so the caller applies it once), None in the VAE.
     pub fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.norm1.forward(x)?.silu()?;
-        let mut h = self.conv1.forward(&h)?;
+        let h = self.norm1.forward_silu(x)?;
+        let h = self.conv1.forward(&h)?;
         let temb = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(t)) => Some(proj.forward(t)?.unsqueeze(2)?.unsqueeze(3)?),
             _ => None,
         };
-        h = match (&temb, self.settings.scale_shift) {
+        // SiLU(norm2(...)) before conv2; fused into the norm unless scale-shift comes between.
+        let h = match (&temb, self.settings.scale_shift) {
             (Some(t), true) => {
                 let (scale, shift) = t.chunk(2, 1).map(|c| (c[0].clone(), c[1].clone()))?;
                 self.norm2
                     .forward(&h)?
                     .broadcast_mul(&(scale + 1.0)?)?
                     .broadcast_add(&shift)?
+                    .silu()?
             }
-            (Some(t), false) => self.norm2.forward(&h.broadcast_add(t)?)?,
-            (None, _) => self.norm2.forward(&h)?,
+            (Some(t), false) => self.norm2.forward_silu(&h.broadcast_add(t)?)?,
+            (None, _) => self.norm2.forward_silu(&h)?,
         };
-        let h = self.conv2.forward(&h.silu()?)?;
+        let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),

@@ -3,13 +3,13 @@
 //! `FeedForward` (models/attention.py, models/activations.py).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::attention::{Attention, AttentionSettings};
 use super::hooks::AttentionHook;
 use super::plan::TransformerSpec;
 use crate::error::Result;
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, GroupNorm};
 
 /// GEGLU feed-forward (Shazeer 2020): net.2(h * gelu(gate)) with [h, gate] = net.0.proj(x) split
 /// in halves on the last axis; gelu is the exact (erf) form; inner width 4 * dim.
@@ -143,7 +143,7 @@ impl Transformer2DModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            norm: candle_nn::group_norm(spec.norm_groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: crate::ops::group_norm(spec.norm_groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: proj("proj_in")?,
             blocks,
             proj_out: proj("proj_out")?,

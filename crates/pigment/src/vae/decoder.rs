@@ -2,13 +2,13 @@
 //! latents -> image, upsampling 2x in every block but the last.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{MidBlock2D, UpDecoderBlock2D};
 use super::config::AutoencoderKLConfig;
 use super::encoder::conv3x3;
 use crate::error::Result;
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, GroupNorm};
 
 pub struct Decoder {
     conv_in: Conv2d,
@@ -47,7 +47,7 @@ impl Decoder {
                 cfg.mid_block_add_attention,
             )?,
             up_blocks,
-            conv_norm_out: candle_nn::group_norm(g, boc[0], 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: crate::ops::group_norm(g, boc[0], 1e-6, vb.pp("conv_norm_out"))?,
             conv_out: conv3x3(vb.pp("conv_out"), boc[0], cfg.out_channels)?,
         })
     }
@@ -58,7 +58,7 @@ impl Decoder {
         for b in &self.up_blocks {
             x = b.forward(&x)?;
         }
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_silu(&x)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }

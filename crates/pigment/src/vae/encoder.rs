@@ -2,12 +2,12 @@
 //! 2 * latent_channels moments (mean and log-variance) at 1/2^(blocks-1) resolution.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::blocks::{DownEncoderBlock2D, MidBlock2D};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, GroupNorm};
 
 pub struct Encoder {
     conv_in: Conv2d,
@@ -52,7 +52,7 @@ impl Encoder {
                 g,
                 cfg.mid_block_add_attention,
             )?,
-            conv_norm_out: candle_nn::group_norm(g, boc[n - 1], 1e-6, vb.pp("conv_norm_out"))?,
+            conv_norm_out: crate::ops::group_norm(g, boc[n - 1], 1e-6, vb.pp("conv_norm_out"))?,
             conv_out: conv3x3(vb.pp("conv_out"), boc[n - 1], 2 * cfg.latent_channels)?,
         })
     }
@@ -63,7 +63,7 @@ impl Encoder {
             x = b.forward(&x)?;
         }
         let x = self.mid_block.forward(&x)?;
-        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        let x = self.conv_norm_out.forward_silu(&x)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }
