@@ -327,6 +327,16 @@ fn break_starts_a_new_chunk() {
             .len(),
         1
     );
+    // Here BREAK ends at -1.0000000000000002 in A1111's f64 weights (unclosed brackets): not a
+    // marker there, so not here either, although that rounds to -1.0 in f32.
+    let nested = parse_prompt_attention("[ [ [ ] [ ] ( [ ( ( ) :1.3) [ ( ( ] BREAK");
+    let nested = nested[nested.len() - 2..].to_vec();
+    assert_eq!(nested[0].0, "BREAK");
+    assert_ne!(nested[0].1, -1.0);
+    assert!((nested[0].1 + 1.0).abs() < 1e-6);
+    let chunks = tokenize_weighted(&tok, &nested).unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].ids[1], tok.encode("BREAK").unwrap()[0]);
     // Emphasised, BREAK's weight is no longer -1 and A1111 tokenizes it as a word.
     let weighted = tokenize_weighted(&tok, &parse_prompt_attention("(cat BREAK dog)")).unwrap();
     assert_eq!(weighted.len(), 1);
@@ -508,4 +518,73 @@ fn fuzz_parse_and_schedule_never_panic_and_stay_fast() {
         "20k prompts took {:?}",
         start.elapsed()
     );
+}
+
+/// (prompt, per chunk: (prompt tokens before the padding, sum of the 77 multipliers)), from
+/// A1111's `tokenize_line` run with transformers' CLIPTokenizer (openai/clip-vit-large-patch14
+/// vocabulary) on random prompts of commas, brackets and BREAKs.
+#[rustfmt::skip]
+const CHUNK_CASES: &[(&str, &[(usize, f64)])] = &[
+    ("] ,  ,  ,  [ a 1girl sky, ( a ,  , sky, , \\( BREAK cat ,  masterpiece", &[(16, 76.54545), (3, 77.00000)]),
+    ("( x dog photo of cat 1girl photo of \u{e9} ! ) dog :1.3) \u{e9} [ \u{e9} masterpiece cat ( sky, ) \\( x sky, 1girl x ! x cat ! 1girl :1.3) BREAK :1.3) dog masterpiece cat [ photo of \\( 1girl :1.3) masterpiece x , cat sky, \\( [ ,  \u{e9} , ] 1girl ] 1girl ! dog \u{e9} [ ] a masterpiece photo of [", &[(70, 69.85808), (11, 75.83471)]),
+    ("masterpiece [ x , \\( BREAK x BREAK , dog a sky, best quality BREAK a sky, sky, ] ! ( dog 1girl photo of ( \u{e9} sky, sky, [ :1.3) ] sky, , cat ! BREAK x ] \\( best quality cat :1.3) sky, ! best quality 1girl :1.3) cat [ best quality dog , best quality 1girl 1girl photo of ) , \\( masterpiece masterpiece masterpiece , \\( cat \u{e9} :1.3) [ \u{e9} 1girl x \\( :1.3) [ 1girl ) sky, 1girl [ ] best quality , a cat x photo of \\( ) photo of a ,  sky, ,  dog masterpiece best quality , \u{e9} ! dog ) cat \\( 1girl masterpiece 1girl", &[(75, 74.04091), (58, 64.58978)]),
+    ("\u{e9} ! ,  :1.3) sky, sky, cat masterpiece ! ( ] photo of ) 1girl BREAK , ] \u{e9} 1girl ,  , best quality a ,  photo of , 1girl dog cat dog :1.3) ( a ] masterpiece best quality photo of photo of \\( , , a ( best quality ] ,  photo of ] sky, ,  dog ) :1.3) BREAK a cat ( cat BREAK [ x best quality", &[(20, 77.30000), (48, 85.63000), (7, 75.00000)]),
+    ("photo of 1girl ) 1girl sky, best quality ( ( 1girl 1girl ) dog [ cat ) [ ] ! , cat best quality ! , sky, \u{e9} 1girl x a masterpiece ) sky, [ ] sky, best quality x BREAK cat photo of ( [ best quality ) photo of 1girl 1girl \\( \\( ) ,  ,  :1.3) [ a BREAK :1.3) masterpiece \\( ) x ] ) a photo of best quality ] a sky, ( 1girl [ ] ) sky, :1.3) ,  x masterpiece best quality ( sky, 1girl ,  ] masterpiece x a ) \u{e9} ) [ x ! \\( 1girl \\( , \\( ! ) best quality masterpiece , [ :1.3) \u{e9} dog", &[(57, 71.57636), (70, 67.30150)]),
+    (":1.3) best quality , \u{e9} [ a \u{e9} 1girl :1.3) x ! photo of ! \u{e9} 1girl 1girl \u{e9} , photo of BREAK masterpiece cat x best quality dog [ cat dog a ( ] BREAK :1.3) ) ! ( a sky, cat a ,  dog \u{e9} \u{e9} ( best quality :1.3) \\( \u{e9} a ( 1girl ) \\( best quality x ( ( photo of ,  best quality \\( 1girl \\( \\( sky, cat BREAK ) best quality :1.3) \u{e9} ,  ,  photo of ,  a best quality sky, dog masterpiece BREAK x photo of :1.3) BREAK :1.3) a \u{e9} dog x [ ] ] ] ) photo of 1girl photo of [ ! [ ( sky, masterpiece ,  dog BREAK BREAK ( [ ( dog ( [ sky, x masterpiece ,  x 1girl masterpiece ( \\(", &[(68, 76.22207), (67, 76.01909)]),
+    ("masterpiece :1.3) BREAK ( [ ( dog :1.3) masterpiece ( x ,  ( ) ] , ,  photo of a a cat masterpiece \u{e9} ( , masterpiece a x photo of ,  ,  ] x ) BREAK a best quality \u{e9} sky, best quality ) ( photo of dog , ( masterpiece sky, best quality ! , :1.3) [ sky, a \u{e9} ] :1.3) ! [ dog a ,  ] 1girl sky, cat :1.3) a \u{e9} masterpiece ) masterpiece a cat \u{e9} ! a best quality dog masterpiece a :1.3) \\( ) masterpiece ! [ [ sky, :1.3) ] ] dog BREAK ] , best quality sky, ! \u{e9} 1girl", &[(6, 77.00000), (75, 104.55809), (13, 75.78512), (10, 77.00000)]),
+    (":1.3) 1girl ) sky, , masterpiece :1.3) masterpiece [ \\( a ! ! sky, BREAK ( 1girl \\( ] :1.3) ,  photo of ! ] ,  BREAK \\( best quality 1girl dog dog [ a BREAK ] :1.3) x masterpiece cat masterpiece cat BREAK ] photo of ( sky, BREAK 1girl BREAK ] , ] sky, ,  dog ( best quality BREAK cat \\( sky, best quality , best quality 1girl ) :1.3) ) cat ] a ( [ masterpiece [ ) :1.3) BREAK ( dog ( , cat [ ,  :1.3) dog sky, 1girl", &[(34, 75.09091), (19, 75.00000), (50, 75.64512)]),
+];
+
+#[test]
+fn chunk_boundaries_and_weights_match_a1111() {
+    let tok = sd1_tokenizer();
+    for (prompt, expected) in CHUNK_CASES {
+        let chunks = tokenize_weighted(&tok, &parse_prompt_attention(prompt)).unwrap();
+        let got: Vec<(usize, f64)> = chunks
+            .iter()
+            .map(|c| {
+                let content = c.ids.iter().position(|&id| id == tok.eos_id()).unwrap() - 1;
+                (content, c.multipliers.iter().map(|&m| f64::from(m)).sum())
+            })
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{prompt:?}: {got:?}");
+        for (g, e) in got.iter().zip(expected.iter()) {
+            assert_eq!(g.0, e.0, "{prompt:?}: {got:?}");
+            // The reference sums are printed to 5 decimals.
+            assert!(
+                (g.1 - e.1).abs() < 1e-4,
+                "{prompt:?}: {got:?} vs {expected:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_prompts_finish_quickly() {
+    let long_inputs = [
+        "[".repeat(50_000),
+        "(".repeat(50_000),
+        "[a:".repeat(20_000),
+        "[a|".repeat(20_000),
+        "(a".repeat(10_000),
+        format!("{}{}", "[ ".repeat(300), "[a] ".repeat(10_000)),
+        format!("{}x{}", "[".repeat(150), "]".repeat(150)),
+    ];
+    for prompt in &long_inputs {
+        let start = Instant::now();
+        let (fragments, _) = parse_prompt_attention_with_warnings(prompt);
+        assert!(!fragments.is_empty());
+        let schedule = prompt_schedule(prompt, 20, ScheduleOptions::default());
+        assert_eq!(schedule.last().map(|s| s.0), Some(20));
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{} chars took {took:?}",
+            prompt.len()
+        );
+    }
+    // Nesting beyond the parser's depth limit is literal text, as an unclosed bracket would be.
+    let deep = format!("{}[a:b:3]{}", "[".repeat(150), "]".repeat(150));
+    let schedule = prompt_schedule(&deep, 10, ScheduleOptions::default());
+    assert_eq!(schedule.len(), 2, "the innermost edit is still read");
 }

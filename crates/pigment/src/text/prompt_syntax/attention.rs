@@ -267,14 +267,13 @@ pub fn parse_prompt_attention_with_warnings(text: &str) -> (Vec<(String, f32)>, 
         column += matched.chars().count();
     }
 
-    for &(start, open_column) in &round_brackets {
-        multiply_range(&mut res, start, ROUND_BRACKET_MULTIPLIER);
+    for &(_, open_column) in &round_brackets {
         warnings.push(unclosed_warning('(', ')', open_column));
     }
-    for &(start, open_column) in &square_brackets {
-        multiply_range(&mut res, start, square_bracket_multiplier);
+    for &(_, open_column) in &square_brackets {
         warnings.push(unclosed_warning('[', ']', open_column));
     }
+    apply_unclosed(&mut res, &round_brackets, &square_brackets);
     warnings.sort_by_key(|w| w.column);
 
     if res.is_empty() {
@@ -287,8 +286,80 @@ pub fn parse_prompt_attention_with_warnings(text: &str) -> (Vec<(String, f32)>, 
             _ => merged.push((text, weight)),
         }
     }
-    let fragments = merged.into_iter().map(|(t, w)| (t, w as f32)).collect();
+    let fragments = merged
+        .into_iter()
+        .map(|(text, weight)| {
+            let weight = to_f32_keeping_break_marker(&text, weight);
+            (text, weight)
+        })
+        .collect();
     (fragments, warnings)
+}
+
+/// A1111 multiplies the rest of the prompt by 1.1 for each unclosed `(` (in order), then by
+/// 1/1.1 for each unclosed `[`. Entry `p` thus sees 1.1 applied once per unclosed `(` at or
+/// before it, then 1/1.1 once per unclosed `[`: the same f64 operations, done entry by entry and
+/// continued from the previous entry's partial product where it started from the same value, so
+/// that thousands of unclosed brackets cost linear rather than quadratic time.
+fn apply_unclosed(res: &mut [(String, f64)], round: &[(usize, usize)], square: &[(usize, usize)]) {
+    let square_multiplier = 1.0 / ROUND_BRACKET_MULTIPLIER;
+    let (mut round_seen, mut square_seen) = (0, 0);
+    let (mut round_memo, mut square_memo) = (None, None);
+    for (p, fragment) in res.iter_mut().enumerate() {
+        while round.get(round_seen).is_some_and(|&(start, _)| start <= p) {
+            round_seen += 1;
+        }
+        while square
+            .get(square_seen)
+            .is_some_and(|&(start, _)| start <= p)
+        {
+            square_seen += 1;
+        }
+        let after_round = repeated_product(
+            &mut round_memo,
+            fragment.1,
+            round_seen,
+            ROUND_BRACKET_MULTIPLIER,
+        );
+        fragment.1 = repeated_product(
+            &mut square_memo,
+            after_round,
+            square_seen,
+            square_multiplier,
+        );
+    }
+}
+
+/// `start * factor * factor * ...` (`times` roundings, left to right), reusing `memo` (the last
+/// start, count and result) when the start is the same and the count has not decreased.
+fn repeated_product(
+    memo: &mut Option<(u64, usize, f64)>,
+    start: f64,
+    times: usize,
+    factor: f64,
+) -> f64 {
+    let (mut done, mut value) = match *memo {
+        Some((bits, n, value)) if bits == start.to_bits() && n <= times => (n, value),
+        _ => (0, start),
+    };
+    while done < times {
+        value *= factor;
+        done += 1;
+    }
+    *memo = Some((start.to_bits(), times, value));
+    value
+}
+
+/// Rounds a weight to f32. A1111 recognises the `BREAK` marker by comparing the f64 weight with
+/// -1; a `BREAK` inside brackets can end at, e.g., -1.0000000000000002, which is not a marker
+/// there but would round to exactly -1.0 here: such a weight gets the neighbouring f32 instead.
+fn to_f32_keeping_break_marker(text: &str, weight: f64) -> f32 {
+    let rounded = weight as f32;
+    if text == BREAK_TEXT && rounded == BREAK_WEIGHT && weight != f64::from(BREAK_WEIGHT) {
+        f32::from_bits(BREAK_WEIGHT.to_bits() + 1)
+    } else {
+        rounded
+    }
 }
 
 fn unclosed_warning(open: char, close: char, column: usize) -> ParseWarning {

@@ -16,6 +16,8 @@
 //! for some prompts (e.g. `[a:b:3]]`) changes between runs. This recursive descent always reads
 //! a well-formed structure as a structure, which is lark's answer wherever lark is consistent.
 
+use std::cell::Cell;
+
 use super::attention::is_py_space;
 
 /// One piece of a parsed prompt.
@@ -36,11 +38,21 @@ pub(crate) enum Node {
 /// Parses `prompt`; `None` where lark raises (a `|` outside any `[a|b]`, a `\` at the end or
 /// before a newline), in which case A1111 uses the prompt unchanged for every step.
 pub(crate) fn parse(prompt: &str) -> Option<Vec<Node>> {
-    Parser { text: prompt }.top()
+    Parser {
+        text: prompt,
+        depth: Cell::new(0),
+    }
+    .top()
 }
+
+/// Brackets nested deeper than this are read as literal text. Keeps the recursion off the end
+/// of the stack for hostile prompts; A1111 itself fails (Python's recursion limit) long before.
+const MAX_NESTING: usize = 100;
 
 struct Parser<'a> {
     text: &'a str,
+    /// Nesting depth of the structure being parsed.
+    depth: Cell<usize>,
 }
 
 impl Parser<'_> {
@@ -118,6 +130,17 @@ impl Parser<'_> {
 
     /// `emphasized`, `scheduled` or `alternate` starting at the bracket at `pos`.
     fn structure(&self, pos: usize) -> Option<(Vec<Node>, usize)> {
+        let depth = self.depth.get();
+        if depth >= MAX_NESTING {
+            return None;
+        }
+        self.depth.set(depth + 1);
+        let parsed = self.structure_within_depth(pos);
+        self.depth.set(depth);
+        parsed
+    }
+
+    fn structure_within_depth(&self, pos: usize) -> Option<(Vec<Node>, usize)> {
         let open = self.char_at(pos)?;
         let (first, after_first) = self.prompt(pos + 1)?;
         let next = self.char_at(after_first)?;
