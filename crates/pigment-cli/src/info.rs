@@ -39,6 +39,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "unet_in_channels": ck.unet_config.in_channels,
             "parameters": params,
             "unknown_keys": ck.unknown_keys,
+            "notes": ck.notes,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -56,6 +57,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
     );
     for (name, count) in &counts {
         println!("params {name:<13} {:>8.1} M", *count as f64 / 1e6);
+    }
+    for note in &ck.notes {
+        println!("note:          {note}");
     }
     if ck.unknown_keys.is_empty() {
         println!("unknown keys:  none");

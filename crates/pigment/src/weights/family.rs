@@ -124,7 +124,7 @@ pub(crate) fn apply_rules(
     if !misfits.is_empty() {
         notes.push(format!(
             "not a standard {family} model ({}); open it with a diffusers config folder \
-             (Checkpoint::open_with_config) to load it exactly",
+             (`--config DIR` on the command line, Checkpoint::open_with_config in the library) to load it exactly",
             misfits.join("; ")
         ));
     }
