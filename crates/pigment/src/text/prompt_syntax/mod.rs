@@ -10,6 +10,14 @@
 //! - `emphasis`: the multipliers applied to the encoder output, chunks joined
 //!   (`modules/sd_emphasis.py::EmphasisOriginal`).
 //!
+//! Exactness: checked against A1111's own functions on 15,000 random prompts (attention: all
+//! equal; schedules: A1111's lark parser gives hash-seed-dependent answers for ~5 % of such
+//! prompts, where literal and structural readings of brackets compete; we always read a
+//! well-formed bracket as structure, which is one of A1111's answers in every case seen) and on
+//! 400 long prompts through `tokenize_line` (all chunk ids equal). Known differences: Python's
+//! `\d` accepts non-ASCII digits in `(x:1.5)` weights (we accept ASCII only); A1111 raises on an
+//! unreadable weight (`1.2.3`) or `when` (`1e999`) where we warn or saturate.
+//!
 //! Typical use: for each `(until_step, text)` of a schedule, `parse_prompt_attention(text)`,
 //! `tokenize_weighted`, then `encode_weighted` with the text encoder.
 
