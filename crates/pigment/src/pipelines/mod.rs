@@ -1,9 +1,11 @@
 //! Pipelines: thin compositions of the parts (text encoder, denoiser, guidance, sampler, VAE).
 //! A pipeline chooses and wires components; it holds no numerics of its own.
 
+pub mod img2img;
 pub mod prompt;
 pub mod stable_diffusion;
 pub mod txt2img;
 
+pub use img2img::Img2ImgRequest;
 pub use stable_diffusion::{LoadOptions, StableDiffusion};
-pub use txt2img::{Progress, Txt2ImgRequest};
+pub use txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};

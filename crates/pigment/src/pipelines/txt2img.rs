@@ -12,7 +12,7 @@ use crate::image::GenerationParameters;
 use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
-use crate::samplers::{build_sampler, SamplerKind, SamplerOptions};
+use crate::samplers::{build_sampler, Sampler, SamplerKind, SamplerOptions};
 
 /// Everything a text-to-image run needs besides the model.
 #[derive(Debug, Clone)]
@@ -159,25 +159,18 @@ impl StableDiffusion {
         ];
         let mut rng = TorchGenerator::new(req.seed);
         let noise = rng.randn_tensor(&shape, &self.device)?;
-        let mut latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
+        let latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
 
-        let timesteps = sampler.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
-            let model_input = if do_cfg {
-                Tensor::cat(&[&latents, &latents], 0)?
-            } else {
-                latents.clone()
-            };
-            let model_input = sampler.scale_model_input(&model_input, i)?;
-            let prediction = self.unet.forward(&model_input, t, &context)?;
-            let prediction = if do_cfg {
-                guidance::combine(&prediction, req.cfg_scale)?
-            } else {
-                prediction
-            };
-            latents = sampler.step(&prediction, i, &latents, &mut rng)?;
-            progress(i + 1, timesteps.len());
-        }
+        let evaluations = sampler.timesteps().len();
+        let latents = self.denoise(
+            sampler.as_mut(),
+            latents,
+            &context,
+            req.cfg_scale,
+            0,
+            &mut rng,
+            progress,
+        )?;
 
         let sampling_time = start.elapsed();
         let decode_start = Instant::now();
@@ -185,10 +178,47 @@ impl StableDiffusion {
         Ok(Txt2ImgOutput {
             decoded,
             latents,
-            evaluations: timesteps.len(),
+            evaluations,
             sampling_time,
             decode_time: decode_start.elapsed(),
         })
+    }
+
+    /// The denoising loop of diffusers' StableDiffusionPipeline.__call__ (and of the img2img
+    /// pipeline, which starts it part way): for each entry of `sampler.timesteps()` from
+    /// `first_index` on, scale the input, run the UNet on [uncond; cond] when guiding, combine
+    /// (Ho & Salimans 2022) and step. `context` is [uncond; cond] when guiding, else cond.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn denoise(
+        &self,
+        sampler: &mut dyn Sampler,
+        mut latents: Tensor,
+        context: &Tensor,
+        cfg_scale: f64,
+        first_index: usize,
+        rng: &mut TorchGenerator,
+        progress: Progress,
+    ) -> Result<Tensor> {
+        let do_cfg = guidance::guidance_enabled(cfg_scale);
+        let timesteps = sampler.timesteps().to_vec();
+        let total = timesteps.len().saturating_sub(first_index);
+        for (i, &t) in timesteps.iter().enumerate().skip(first_index) {
+            let model_input = if do_cfg {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let model_input = sampler.scale_model_input(&model_input, i)?;
+            let prediction = self.unet.forward(&model_input, t, context)?;
+            let prediction = if do_cfg {
+                guidance::combine(&prediction, cfg_scale)?
+            } else {
+                prediction
+            };
+            latents = sampler.step(&prediction, i, &latents, rng)?;
+            progress(i + 1 - first_index, total);
+        }
+        Ok(latents)
     }
 
     /// VAE-decode sampler latents (undoing the config's scaling and shift factors).
