@@ -4,6 +4,7 @@
 //! See docs/ARCHITECTURE.md for the map of modules.
 
 pub mod builtin;
+pub mod control;
 pub mod device;
 pub mod error;
 pub mod guidance;
