@@ -68,6 +68,19 @@ def text_strokes():
     return img
 
 
+def scene():
+    """A larger picture (OpenCV splits Canny into row stripes across threads at this size):
+    smooth random texture with shapes and anti-aliased text on top."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    cv2.circle(img, (90, 110), 60, (240, 200, 20), -1, cv2.LINE_AA)
+    cv2.rectangle(img, (180, 40), (300, 150), (20, 30, 160), -1)
+    cv2.ellipse(img, (230, 190), (70, 30), -15, 0, 300, (250, 250, 250), 3, cv2.LINE_AA)
+    cv2.putText(img, "ControlNet", (20, 225), cv2.FONT_HERSHEY_DUPLEX, 1.2, (0, 0, 0), 2, cv2.LINE_AA)
+    return img
+
+
 def gray_shapes():
     img = np.full((60, 60), 40, dtype=np.uint8)
     cv2.circle(img, (30, 30), 18, 180, -1, cv2.LINE_AA)
@@ -84,6 +97,7 @@ def main():
         "smooth_noise": smooth_noise(),
         "text": text_strokes(),
         "gray_shapes": gray_shapes(),
+        "scene": scene(),
     }
     # (name, input, low, high): ControlNet's default 100/200 on every image, plus other
     # thresholds, a fractional pair, and low > high (OpenCV swaps them).
