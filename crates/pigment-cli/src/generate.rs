@@ -1,4 +1,4 @@
-//! `pigment generate PROMPT`: text to image.
+//! `pigment generate PROMPT`: text to image, or image to image (SDEdit) with `--init-image`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pigment::image::{save_png, tensor_to_images};
-use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
+use pigment::image::{load_image, save_png, tensor_to_images, GenerationParameters};
+use pigment::pipelines::{Img2ImgRequest, LoadOptions, StableDiffusion, Txt2ImgRequest};
 use pigment::samplers::SamplerKind;
 use pigment::weights::Prediction;
 
@@ -61,6 +61,14 @@ pub struct GenerateArgs {
     /// (needed only for models whose head or group counts differ from SD1.x / SD2.x).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Start from this image (PNG or JPEG) instead of pure noise: img2img (SDEdit). It must be
+    /// the output size, a multiple of 8; without --width/--height its own size is used.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// With --init-image: how far to move from it, in (0, 1] [default: 0.75]. Runs
+    /// int(steps * strength) of the --steps steps, as diffusers does.
+    #[arg(long)]
+    pub strength: Option<f64>,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -90,6 +98,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         prediction,
         config: args.config.clone(),
     };
+    let strength = args.strength.unwrap_or(DEFAULT_STRENGTH);
+    if args.init_image.is_none() && args.strength.is_some() {
+        anyhow::bail!("--strength applies only to img2img: pass --init-image FILE as well");
+    }
+    if !(strength > 0.0 && strength <= 1.0) {
+        anyhow::bail!(
+            "--strength {strength}: must be in (0, 1] (0.3 stays close to the init image, 0.75 is typical)"
+        );
+    }
+    let init_image = args.init_image.as_deref().map(load_image).transpose()?;
     let outputs = output_paths(&args.out, args.batch.max(1));
     check_writable(&outputs, args.force)?;
     let model_path = args.model.clone().context(
@@ -99,6 +117,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     let model = StableDiffusion::load(&model_path, &options)?;
     let native = model.unet.config().sample_size * model.vae_scale_factor();
+    // img2img defaults to the init image's size; a different --width/--height is rejected.
+    let (default_width, default_height) = init_image.as_ref().map_or((native, native), |img| {
+        (img.width() as usize, img.height() as usize)
+    });
     let request = Txt2ImgRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -108,27 +130,42 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         karras: args.karras,
         eta: args.eta,
         seed: args.seed.unwrap_or_else(random_seed),
-        width: args.width.unwrap_or(native),
-        height: args.height.unwrap_or(native),
+        width: args.width.unwrap_or(default_width),
+        height: args.height.unwrap_or(default_height),
         batch_size: args.batch,
         clip_skip: args.clip_skip,
     };
-    request.validate(&model)?;
+    let img2img = init_image.map(|init_image| Img2ImgRequest {
+        base: request.clone(),
+        init_image,
+        strength,
+    });
+    match &img2img {
+        Some(req) => req.validate(&model)?,
+        None => request.validate(&model)?,
+    }
 
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
             .expect("static progress template"),
     );
-    let output = model.txt2img(&request, &mut |done, total| {
+    let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    };
+    let output = match &img2img {
+        Some(req) => model.img2img(req, &mut progress)?,
+        None => model.txt2img(&request, &mut progress)?,
+    };
     bar.finish_and_clear();
 
     let images = tensor_to_images(&output.decoded)?;
     for (i, (image, path)) in images.iter().zip(&outputs).enumerate() {
-        let mut params = request.parameters(&model.name);
+        let mut params: GenerationParameters = match &img2img {
+            Some(req) => req.parameters(&model.name),
+            None => request.parameters(&model.name),
+        };
         if images.len() > 1 {
             params
                 .extra
@@ -139,6 +176,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let sampling = output.sampling_time.as_secs_f64();
     let per_step = sampling / output.evaluations.max(1) as f64;
+    if let Some(req) = &img2img {
+        eprintln!(
+            "img2img from {}x{} init image · strength {} · {} of {} steps run",
+            req.init_image.width(),
+            req.init_image.height(),
+            req.strength,
+            req.steps_run(),
+            req.base.steps,
+        );
+    }
     eprintln!(
         "seed {} · load {:.2} s · {} steps {:.2} s ({:.3} s/step, {:.2} it/s) · decode {:.2} s · total {:.2} s",
         request.seed,
@@ -155,6 +202,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// diffusers' documented example strength, and A1111's img2img default denoising strength.
+const DEFAULT_STRENGTH: f64 = 0.75;
 
 fn random_seed() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};

@@ -158,6 +158,8 @@ fn bad_requests_are_rejected_with_the_fix() {
     // int(5 * 0.1) = 0 steps: diffusers would fail on an empty schedule.
     let err = run(&Img2ImgRequest::new(base.clone(), square.clone(), 0.1));
     assert!(err.contains("raise --steps to at least 10"), "{err}");
+    let err = run(&Img2ImgRequest::new(base.clone(), square.clone(), 1e-300));
+    assert!(err.contains("raise --steps"), "{err}");
 
     let odd = ::image::RgbImage::new(60, 64);
     let err = run(&Img2ImgRequest::new(base.clone(), odd, 0.75));

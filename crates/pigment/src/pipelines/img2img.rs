@@ -53,6 +53,16 @@ impl Img2ImgRequest {
         ((self.base.steps as f64 * self.strength) as usize).min(self.base.steps)
     }
 
+    /// The fewest `steps` for which this strength runs at least one step.
+    fn min_steps(&self) -> usize {
+        let mut steps = (1.0 / self.strength).floor().max(1.0) as usize;
+        // `as` saturates for tiny strengths; the loop then stops at once.
+        while (steps as f64 * self.strength) < 1.0 && steps < usize::MAX {
+            steps += 1;
+        }
+        steps
+    }
+
     /// The AUTOMATIC1111-style record, with its "Denoising strength" key.
     pub fn parameters(&self, model_name: &str) -> GenerationParameters {
         let mut params = self.base.parameters(model_name);
@@ -99,7 +109,7 @@ impl Img2ImgRequest {
                  0); raise --steps to at least {} or raise --strength",
                 self.base.steps,
                 self.strength,
-                (1.0 / self.strength).ceil()
+                self.min_steps()
             )));
         }
         Ok(())
