@@ -2,6 +2,28 @@
 //!
 //! The library is the engine; the `pigment` CLI and the HTTP server are front ends of it.
 //! See docs/ARCHITECTURE.md for the map of modules.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
+//!
+//! # fn main() -> pigment::Result<()> {
+//! let model = StableDiffusion::load(Path::new("sd15-folder"), &LoadOptions::default())?;
+//! let request = Txt2ImgRequest {
+//!     prompt: "a watercolor fox in the snow".into(),
+//!     sampler: "dpmpp_2m".parse()?,
+//!     karras: true,
+//!     seed: 42,
+//!     ..Txt2ImgRequest::default()
+//! };
+//! let output = model.txt2img(&request, &mut |step, total| eprintln!("{step}/{total}"))?;
+//! for (i, image) in pigment::image::tensor_to_images(&output.decoded)?.iter().enumerate() {
+//!     let parameters = request.parameters(&model.name).to_infotext();
+//!     pigment::image::save_png(Path::new(&format!("fox-{i}.png")), image, Some(&parameters), false)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod builtin;
 pub mod control;
