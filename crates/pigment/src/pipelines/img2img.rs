@@ -194,7 +194,7 @@ impl StableDiffusion {
     /// VAE posterior sample -> sampler latents: the inverse of `decode_latents`
     /// (`(z - shift) * scaling_factor`; SD's VAEs have no shift, so this is diffusers'
     /// `scaling_factor * init_latents`).
-    fn scale_vae_latents(&self, z: &Tensor) -> Result<Tensor> {
+    pub(crate) fn scale_vae_latents(&self, z: &Tensor) -> Result<Tensor> {
         let cfg = self.vae.config();
         let z = match cfg.shift_factor {
             Some(shift) => (z - shift)?,

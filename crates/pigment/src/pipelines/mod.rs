@@ -2,10 +2,12 @@
 //! A pipeline chooses and wires components; it holds no numerics of its own.
 
 pub mod img2img;
+pub mod inpaint;
 pub mod prompt;
 pub mod stable_diffusion;
 pub mod txt2img;
 
 pub use img2img::Img2ImgRequest;
+pub use inpaint::InpaintRequest;
 pub use stable_diffusion::{LoadOptions, StableDiffusion};
 pub use txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};

@@ -52,6 +52,29 @@ impl Default for Txt2ImgRequest {
     }
 }
 
+/// Per-step additions to the shared denoising loop (`StableDiffusion::denoise_with`); the
+/// defaults change nothing.
+pub(crate) trait DenoiseHooks {
+    /// The UNet's input, given the sampler-scaled latents ([uncond; cond] rows when guiding).
+    fn model_input(&mut self, scaled: Tensor) -> Result<Tensor> {
+        Ok(scaled)
+    }
+    /// The latents after `sampler.step` at entry `step_index` of `sampler.timesteps()`.
+    fn after_step(
+        &mut self,
+        latents: Tensor,
+        _step_index: usize,
+        _sampler: &dyn Sampler,
+    ) -> Result<Tensor> {
+        Ok(latents)
+    }
+}
+
+/// Plain txt2img / img2img: no extra channels, no blending.
+struct NoHooks;
+
+impl DenoiseHooks for NoHooks {}
+
 /// Called after every model evaluation with (done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
@@ -192,12 +215,38 @@ impl StableDiffusion {
     pub(crate) fn denoise(
         &self,
         sampler: &mut dyn Sampler,
+        latents: Tensor,
+        context: &Tensor,
+        cfg_scale: f64,
+        first_index: usize,
+        rng: &mut TorchGenerator,
+        progress: Progress,
+    ) -> Result<Tensor> {
+        self.denoise_with(
+            sampler,
+            latents,
+            context,
+            cfg_scale,
+            first_index,
+            rng,
+            progress,
+            &mut NoHooks,
+        )
+    }
+
+    /// `denoise` with `hooks` called on the scaled model input and after every step (the
+    /// inpainting pipeline's extra input channels and known-region blend).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn denoise_with(
+        &self,
+        sampler: &mut dyn Sampler,
         mut latents: Tensor,
         context: &Tensor,
         cfg_scale: f64,
         first_index: usize,
         rng: &mut TorchGenerator,
         progress: Progress,
+        hooks: &mut dyn DenoiseHooks,
     ) -> Result<Tensor> {
         let do_cfg = guidance::guidance_enabled(cfg_scale);
         let timesteps = sampler.timesteps().to_vec();
@@ -208,7 +257,7 @@ impl StableDiffusion {
             } else {
                 latents.clone()
             };
-            let model_input = sampler.scale_model_input(&model_input, i)?;
+            let model_input = hooks.model_input(sampler.scale_model_input(&model_input, i)?)?;
             let prediction = self.unet.forward(&model_input, t, context)?;
             let prediction = if do_cfg {
                 guidance::combine(&prediction, cfg_scale)?
@@ -216,6 +265,7 @@ impl StableDiffusion {
                 prediction
             };
             latents = sampler.step(&prediction, i, &latents, rng)?;
+            latents = hooks.after_step(latents, i, &*sampler)?;
             progress(i + 1 - first_index, total);
         }
         Ok(latents)

@@ -1,0 +1,190 @@
+//! Whole inpainting runs against diffusers' StableDiffusionInpaintPipeline (fixtures from
+//! tools/reference/make_inpaint_fixtures.py): a tiny dedicated 9-channel inpainting UNet (Euler,
+//! DDIM, DPM++ 2M; strength 1 = pure-noise start, and 0.75; one run without guidance) and the
+//! 4-channel tiny-sd1 (Euler, DDIM; strengths 1 and 0.75; a batch of two with a negative
+//! prompt), whose known region is blended back after every step. The RGB mask has grey-level
+//! regions on both sides of 0.5 luma, so PIL's luma conversion and the binarization are checked
+//! too. This also checks diffusers' order of random draws (image VAE sample, noise, masked-image
+//! VAE sample, sampler).
+//!
+//! Tolerances, as img2img_parity.rs: final 8-bit images within 2/255 per pixel; final latents
+//! within 2e-3 max abs relative to max(1, max |reference|).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use pigment::image::{load_image, tensor_to_images};
+use pigment::pipelines::inpaint::mask_luma;
+use pigment::pipelines::{InpaintRequest, LoadOptions, StableDiffusion, Txt2ImgRequest};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    id: String,
+    model: String,
+    sampler: String,
+    strength: f64,
+    prompt: String,
+    negative: String,
+    steps: usize,
+    cfg: f64,
+    seed: u64,
+    batch: usize,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// tiny-sd1, or ("unet9") tiny-sd1 with its unet replaced by the 9-channel fixture UNet,
+/// assembled in a temporary folder as the fixture script does.
+fn load_model(name: &str) -> StableDiffusion {
+    let dir = fixtures();
+    let path = if name == "unet9" {
+        let folder = std::env::temp_dir().join(format!("pigment-inpaint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        for part in ["scheduler", "text_encoder", "tokenizer", "vae"] {
+            copy_dir(&dir.join("models/tiny-sd1").join(part), &folder.join(part));
+        }
+        std::fs::copy(
+            dir.join("models/tiny-sd1/model_index.json"),
+            folder.join("model_index.json"),
+        )
+        .unwrap();
+        copy_dir(&dir.join("inpaint/unet9"), &folder.join("unet"));
+        folder
+    } else {
+        dir.join("models").join(name)
+    };
+    let model = StableDiffusion::load(&path, &LoadOptions::default()).unwrap();
+    if name == "unet9" {
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    model
+}
+
+fn inputs() -> (::image::RgbImage, ::image::GrayImage) {
+    let dir = fixtures();
+    let init = load_image(&dir.join("inpaint/init.png")).unwrap();
+    let mask = mask_luma(&load_image(&dir.join("inpaint/mask.png")).unwrap());
+    (init, mask)
+}
+
+#[test]
+fn inpaint_matches_diffusers_for_every_case() {
+    let dir = fixtures();
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("inpaint/cases.json")).unwrap())
+            .unwrap();
+    let outputs =
+        candle_core::safetensors::load(dir.join("inpaint/outputs.safetensors"), &Device::Cpu)
+            .unwrap();
+    let (init, mask) = inputs();
+    let mut models: HashMap<String, StableDiffusion> = HashMap::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let model = models
+            .entry(case.model.clone())
+            .or_insert_with(|| load_model(&case.model));
+        let base = Txt2ImgRequest {
+            prompt: case.prompt.clone(),
+            negative_prompt: case.negative.clone(),
+            steps: case.steps,
+            cfg_scale: case.cfg,
+            sampler: case.sampler.parse().unwrap(),
+            seed: case.seed,
+            batch_size: case.batch,
+            ..Txt2ImgRequest::default()
+        };
+        let req = InpaintRequest::new(base, init.clone(), mask.clone(), case.strength);
+        let mut calls = 0;
+        let out = model.inpaint(&req, &mut |_, _| calls += 1).unwrap();
+        assert_eq!(calls, out.evaluations, "{}", case.id);
+        assert_eq!(out.evaluations, req.image.steps_run(), "{}", case.id);
+
+        let want_latents = &outputs[&format!("{}.latents", case.id)];
+        let latent_err =
+            max_abs(&(&out.latents - want_latents).unwrap()) / max_abs(want_latents).max(1.0);
+        let want_images = outputs[&format!("{}.image", case.id)]
+            .to_dtype(DType::F32)
+            .unwrap();
+        let got: Vec<f32> = tensor_to_images(&out.decoded)
+            .unwrap()
+            .iter()
+            .flat_map(|img| img.as_raw().iter().map(|&v| v as f32))
+            .collect();
+        let got = Tensor::from_vec(got, want_images.shape(), &Device::Cpu).unwrap();
+        let pixel_err = max_abs(&(&got - &want_images).unwrap());
+        let what = format!(
+            "{} {} {} strength {} cfg {}: latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",
+            case.id, case.model, case.sampler, case.strength, case.cfg
+        );
+        println!("{what}");
+        if latent_err > 2e-3 || pixel_err > 2.0 {
+            failures.push(what);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "cases off the reference:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn bad_requests_are_rejected_with_the_fix() {
+    let model = load_model("tiny-sd1");
+    let (init, mask) = inputs();
+    let base = Txt2ImgRequest {
+        steps: 5,
+        ..Txt2ImgRequest::default()
+    };
+    let run = |req: &InpaintRequest| {
+        model
+            .inpaint(req, &mut |_, _| {})
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let small = ::image::GrayImage::new(32, 64);
+    let err = run(&InpaintRequest::new(
+        base.clone(),
+        init.clone(),
+        small,
+        0.75,
+    ));
+    assert!(
+        err.contains("mask is 32x64") && err.contains("init image is 64x64"),
+        "{err}"
+    );
+    let mut req = InpaintRequest::new(base.clone(), init.clone(), mask.clone(), 0.75);
+    req.mask_blur = -1.0;
+    assert!(run(&req).contains("--mask-blur"));
+    let err = run(&InpaintRequest::new(base, init, mask, 1.5));
+    assert!(err.contains("--strength"), "{err}");
+}
