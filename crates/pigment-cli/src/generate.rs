@@ -69,6 +69,10 @@ pub struct GenerateArgs {
     /// int(steps * strength) of the --steps steps, as diffusers does.
     #[arg(long)]
     pub strength: Option<f64>,
+    /// A LoRA to merge into the weights, as FILE:SCALE (e.g. style.safetensors:0.8; FILE alone is
+    /// scale 1). Repeat for several; kohya/A1111 and diffusers/PEFT files are understood.
+    #[arg(long = "lora", value_name = "FILE:SCALE")]
+    pub loras: Vec<String>,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -97,6 +101,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         dtype: pigment::device::parse_dtype(&args.dtype)?,
         prediction,
         config: args.config.clone(),
+        loras: args
+            .loras
+            .iter()
+            .map(|s| parse_lora(s))
+            .collect::<Result<_>>()?,
     };
     let strength = args.strength.unwrap_or(DEFAULT_STRENGTH);
     if args.init_image.is_none() && args.strength.is_some() {
@@ -116,6 +125,33 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     )?;
 
     let model = StableDiffusion::load(&model_path, &options)?;
+    for report in &model.lora_reports {
+        eprintln!(
+            "LoRA {} at scale {}: {} weights updated",
+            report.path.display(),
+            report.scale,
+            report.matched
+        );
+        if !report.unmatched_keys.is_empty() {
+            let shown: Vec<&str> = report
+                .unmatched_keys
+                .iter()
+                .take(5)
+                .map(String::as_str)
+                .collect();
+            eprintln!(
+                "warning: LoRA {}: {} keys match no module of the model and were not applied: {}{}",
+                report.path.display(),
+                report.unmatched_keys.len(),
+                shown.join(", "),
+                if report.unmatched_keys.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let native = model.unet.config().sample_size * model.vae_scale_factor();
     // img2img defaults to the init image's size; a different --width/--height is rejected.
     let (default_width, default_height) = init_image.as_ref().map_or((native, native), |img| {
@@ -201,6 +237,23 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// `FILE:SCALE`, or `FILE` alone for scale 1. The scale is after the last colon, so Windows
+/// paths (`C:\loras\x.safetensors:0.5`) keep their drive letter.
+fn parse_lora(arg: &str) -> Result<(PathBuf, f64)> {
+    if let Some((file, scale)) = arg.rsplit_once(':') {
+        if let Ok(scale) = scale.trim().parse::<f64>() {
+            if !scale.is_finite() {
+                anyhow::bail!("--lora {arg}: the scale must be a finite number, e.g. FILE:0.8");
+            }
+            return Ok((PathBuf::from(file), scale));
+        }
+    }
+    if arg.is_empty() {
+        anyhow::bail!("--lora needs FILE:SCALE, e.g. --lora style.safetensors:0.8");
+    }
+    Ok((PathBuf::from(arg), 1.0))
 }
 
 /// diffusers' documented example strength, and A1111's img2img default denoising strength.

@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+pub mod adapters;
 pub mod builtin;
 pub mod control;
 pub mod device;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 
+use crate::adapters::{LoraReport, LoraSet};
 use crate::error::{Error, Result};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
@@ -25,6 +26,9 @@ pub struct LoadOptions {
     /// (diffusers' `from_single_file(config=...)`), for models with non-standard head or group
     /// counts.
     pub config: Option<PathBuf>,
+    /// LoRA files (`.safetensors`, kohya or diffusers/PEFT layout) and their scales, merged into
+    /// the text encoder and UNet weights as they load (see [`crate::adapters`]).
+    pub loras: Vec<(PathBuf, f64)>,
 }
 
 impl Default for LoadOptions {
@@ -34,6 +38,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             prediction: None,
             config: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct StableDiffusion {
     pub name: String,
     /// Wall time spent loading.
     pub load_time: Duration,
+    /// What became of each LoRA of [`LoadOptions::loras`] (matched weights, unmatched keys).
+    pub lora_reports: Vec<LoraReport>,
 }
 
 impl StableDiffusion {
@@ -77,12 +84,13 @@ impl StableDiffusion {
             ));
         }
         let tokenizer = load_tokenizer(ck)?;
+        let loras = LoraSet::load(ck, &options.loras)?;
         let text_encoder = ClipTextModel::new(
-            ck.var_builder(Component::TextEncoder, dtype, device)?,
+            loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
             &ck.text_config,
         )?;
         let unet = UNet2DConditionModel::new(
-            ck.var_builder(Component::Unet, dtype, device)?,
+            loras.var_builder(ck, Component::Unet, dtype, device)?,
             &ck.unet_config,
         )?;
         let vae = AutoencoderKL::new(
@@ -111,6 +119,7 @@ impl StableDiffusion {
             dtype,
             name,
             load_time: start.elapsed(),
+            lora_reports: loras.reports().to_vec(),
         })
     }
 

@@ -190,6 +190,11 @@ impl Checkpoint {
         ))
     }
 
+    /// The internal shape of a component's tensor, if it has one by that name (LoRA matching).
+    pub fn tensor_shape(&self, component: Component, name: &str) -> Option<Vec<usize>> {
+        self.map(component).tensors.get(name)?.shape().ok()
+    }
+
     /// Internal names of every tensor of a component, sorted.
     pub fn tensor_names(&self, component: Component) -> Vec<String> {
         self.map(component).tensors.keys().cloned().collect()

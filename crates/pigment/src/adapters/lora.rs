@@ -1,0 +1,166 @@
+//! Reading LoRA files and matching them to a checkpoint's weights.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::lora_keys::{split_key, ModuleIndex, Part};
+use super::lora_merge::{LoraBackend, LoraDelta};
+use crate::error::{Error, Result};
+use crate::weights::{Checkpoint, Component};
+
+/// What became of one LoRA file.
+#[derive(Debug, Clone)]
+pub struct LoraReport {
+    pub path: PathBuf,
+    pub scale: f64,
+    /// Number of model weights it updates.
+    pub matched: usize,
+    /// File keys that match no module of the model (or lack their down/up partner), sorted.
+    pub unmatched_keys: Vec<String>,
+}
+
+/// The merged updates of several LoRAs, by component and internal weight name.
+#[derive(Debug, Clone, Default)]
+pub struct LoraSet {
+    deltas: [Arc<HashMap<String, Vec<LoraDelta>>>; 2],
+    reports: Vec<LoraReport>,
+}
+
+/// One module's keys in a file.
+#[derive(Default)]
+struct Group<'a> {
+    down: Option<(&'a str, &'a Tensor)>,
+    up: Option<(&'a str, &'a Tensor)>,
+    alpha: Option<(&'a str, &'a Tensor)>,
+}
+
+impl LoraSet {
+    /// Reads each `(file, scale)` and matches its keys to `ck`'s text encoder and UNet. A LoRA
+    /// whose factors do not fit the weight it names (one made for another model) is an error.
+    pub fn load(ck: &Checkpoint, loras: &[(PathBuf, f64)]) -> Result<Self> {
+        let index = ModuleIndex::new(ck);
+        let mut deltas: [HashMap<String, Vec<LoraDelta>>; 2] = Default::default();
+        let mut reports = Vec::new();
+        for (path, scale) in loras {
+            if !scale.is_finite() {
+                return Err(Error::invalid(format!(
+                    "LoRA {}: scale {scale} is not a number; use e.g. 0.8",
+                    path.display()
+                )));
+            }
+            let tensors = read_lora(path)?;
+            let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
+            let mut unmatched = Vec::new();
+            for (key, tensor) in &tensors {
+                match split_key(key) {
+                    Some((module, part)) => {
+                        let g = groups.entry(module).or_default();
+                        let slot = match part {
+                            Part::Down => &mut g.down,
+                            Part::Up => &mut g.up,
+                            Part::Alpha => &mut g.alpha,
+                        };
+                        *slot = Some((key.as_str(), tensor));
+                    }
+                    None => unmatched.push(key.clone()),
+                }
+            }
+            let mut matched = 0;
+            for (module, g) in groups {
+                let target = index.resolve(module);
+                let (Some((component, name)), Some(down), Some(up)) = (target, g.down, g.up) else {
+                    unmatched.extend(
+                        [g.down, g.up, g.alpha]
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k.to_string()),
+                    );
+                    continue;
+                };
+                let shape = ck.tensor_shape(*component, name).unwrap_or_default();
+                let target = format!("the {component} weight `{name}`");
+                let delta = LoraDelta::new(path, down, up, g.alpha, *scale, &shape, &target)?;
+                matched += 1;
+                if *scale != 0.0 {
+                    deltas[slot(*component)]
+                        .entry(name.clone())
+                        .or_default()
+                        .push(delta);
+                }
+            }
+            unmatched.sort();
+            reports.push(LoraReport {
+                path: path.clone(),
+                scale: *scale,
+                matched,
+                unmatched_keys: unmatched,
+            });
+        }
+        let [te, unet] = deltas;
+        Ok(Self {
+            deltas: [Arc::new(te), Arc::new(unet)],
+            reports,
+        })
+    }
+
+    /// One report per file, in the order given.
+    pub fn reports(&self) -> &[LoraReport] {
+        &self.reports
+    }
+
+    /// `ck`'s VarBuilder for `component`, returning each weight with its LoRA updates added.
+    pub fn var_builder(
+        &self,
+        ck: &Checkpoint,
+        component: Component,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<VarBuilder<'static>> {
+        let inner = ck.var_builder(component, dtype, device)?;
+        let deltas = match component {
+            Component::Vae => return Ok(inner),
+            c => &self.deltas[slot(c)],
+        };
+        if deltas.is_empty() {
+            return Ok(inner);
+        }
+        let backend = LoraBackend {
+            inner,
+            deltas: deltas.clone(),
+        };
+        Ok(VarBuilder::from_backend(
+            Box::new(backend),
+            dtype,
+            device.clone(),
+        ))
+    }
+}
+
+fn slot(component: Component) -> usize {
+    match component {
+        Component::TextEncoder => 0,
+        _ => 1,
+    }
+}
+
+/// All tensors of a LoRA `.safetensors` file, on the CPU (LoRA files are small).
+fn read_lora(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "LoRA {}: no such file; pass --lora FILE.safetensors:SCALE",
+            path.display()
+        )));
+    }
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        Error::checkpoint(
+            path,
+            format!(
+                "not a readable LoRA .safetensors file ({e}); Pigment reads LoRAs as safetensors"
+            ),
+        )
+    })
+}

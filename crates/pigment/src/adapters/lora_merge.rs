@@ -1,0 +1,146 @@
+//! Merging LoRA updates into weights as they are loaded:
+//! `W' = W + scale * (alpha / rank) * up @ down` (Hu et al. 2021, eq. 3, with the alpha / rank
+//! scaling of the reference implementation, loralib/layers.py). For a conv, `down` is a
+//! `[rank, in, kh, kw]` conv and `up` a `[out, rank, 1, 1]` one; their composition is the conv
+//! whose weight is `(up[out, rank] @ down[rank, in*kh*kw])` reshaped to `[out, in, kh, kw]`, as
+//! kohya's networks/lora.py and diffusers' `_fuse_lora` compute it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{Error, Result};
+
+/// One LoRA's update of one weight: `factor * up @ down`, factors kept in f32 on the CPU.
+#[derive(Debug, Clone)]
+pub(crate) struct LoraDelta {
+    /// `[out, rank]`.
+    up: Tensor,
+    /// `[rank, in * kh * kw]`.
+    down: Tensor,
+    /// `scale * alpha / rank`.
+    factor: f64,
+}
+
+impl LoraDelta {
+    /// Checks the factors fit a weight of `shape` (the model's, named by `target`) and flattens
+    /// them. A missing alpha means alpha = rank (no scaling), as kohya and PEFT do.
+    pub fn new(
+        path: &Path,
+        down: (&str, &Tensor),
+        up: (&str, &Tensor),
+        alpha: Option<(&str, &Tensor)>,
+        scale: f64,
+        shape: &[usize],
+        target: &str,
+    ) -> Result<Self> {
+        let misfit = |why: &str| {
+            Error::invalid(format!(
+                "LoRA {}: `{}` has shape {:?} and `{}` shape {:?}, which do not fit {target} of \
+                 shape {shape:?} ({why}); the LoRA was made for a different model (e.g. SD2 vs \
+                 SD1): use one made for this model's family",
+                path.display(),
+                down.0,
+                down.1.dims(),
+                up.0,
+                up.1.dims(),
+            ))
+        };
+        let (down_dims, up_dims) = (down.1.dims(), up.1.dims());
+        let (Some(&rank), Some(&out)) = (down_dims.first(), up_dims.first()) else {
+            return Err(misfit("a factor is a scalar"));
+        };
+        let down_cols = down.1.elem_count() / rank.max(1);
+        let up_cols = up.1.elem_count() / out.max(1);
+        let weight_cols: usize = shape.iter().skip(1).product();
+        if rank == 0 || up_cols != rank {
+            return Err(misfit(
+                "the up factor's rank differs from the down factor's",
+            ));
+        }
+        if shape.first() != Some(&out) || down_cols != weight_cols {
+            return Err(misfit("output or input size differs"));
+        }
+        let alpha = match alpha {
+            None => rank as f64,
+            Some((key, t)) => read_scalar(t).map_err(|e| {
+                Error::invalid(format!(
+                    "LoRA {}: `{key}` is not a scalar alpha: {e}",
+                    path.display()
+                ))
+            })?,
+        };
+        let to_f32 = |t: &Tensor, rows: usize, cols: usize| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F32)?.reshape((rows, cols))?)
+        };
+        Ok(Self {
+            up: to_f32(up.1, out, rank)?,
+            down: to_f32(down.1, rank, down_cols)?,
+            factor: scale * alpha / rank as f64,
+        })
+    }
+}
+
+fn read_scalar(t: &Tensor) -> candle_core::Result<f64> {
+    let v = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    match v.as_slice() {
+        [a] => Ok(*a),
+        _ => candle_core::bail!("it has {} elements", v.len()),
+    }
+}
+
+/// `weight + sum of the deltas`, computed in f32 and returned in `dtype` on `weight`'s device.
+fn merge(weight: &Tensor, deltas: &[LoraDelta], dtype: DType) -> candle_core::Result<Tensor> {
+    let mut merged = weight.to_dtype(DType::F32)?;
+    for d in deltas {
+        let delta = (d.up.matmul(&d.down)? * d.factor)?
+            .reshape(weight.shape())?
+            .to_device(weight.device())?;
+        merged = (merged + delta)?;
+    }
+    merged.to_dtype(dtype)
+}
+
+/// A VarBuilder backend that asks the checkpoint's own VarBuilder for a weight and adds the
+/// LoRA updates of that weight, if any, before the model sees it.
+pub(crate) struct LoraBackend {
+    pub inner: VarBuilder<'static>,
+    pub deltas: Arc<HashMap<String, Vec<LoraDelta>>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for LoraBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let weight = self.inner.get_with_hints_dtype(shape, name, init, dtype)?;
+        match self.deltas.get(name) {
+            Some(deltas) => merge(&weight, deltas, dtype),
+            None => Ok(weight),
+        }
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let weight = self.inner.get_unchecked_dtype(name, dtype)?;
+        match self.deltas.get(name) {
+            Some(deltas) => merge(&weight, deltas, dtype),
+            None => Ok(weight),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}

@@ -1,0 +1,13 @@
+//! Adapters applied to a checkpoint's weights at load time.
+//!
+//! LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", eq. 3) learns a
+//! low-rank update of a weight; Pigment merges it into the weight as the model asks for it:
+//! `W' = W + scale * (alpha / rank) * up @ down`, several LoRAs at once, each with its own scale.
+//! The kohya / AUTOMATIC1111 and diffusers / PEFT file layouts are understood (lora_keys.rs);
+//! keys that match no module are reported, never dropped silently.
+
+mod lora;
+mod lora_keys;
+mod lora_merge;
+
+pub use lora::{LoraReport, LoraSet};
