@@ -24,6 +24,13 @@ SHAPES = [
 ]
 
 
+# GroupNorm(32) + SiLU shapes: (label, batch, channels, height, width)
+NORM_SHAPES = [
+    ("unet gn+silu 320@64", 2, 320, 64, 64),
+    ("vae gn+silu 128@512", 1, 128, 512, 512),
+]
+
+
 def gflop(b, cin, cout, h, w, k, s, p):
     ho = (h + 2 * p - k) // s + 1
     wo = (w + 2 * p - k) // s + 1
@@ -46,6 +53,17 @@ def main():
                 times.append(time.perf_counter() - t)
             best = min(times)
             print(f"{label:24s} {best * 1e3:9.1f} ms {gflop(b, cin, cout, h, w, k, s, p) / best:7.1f} GFLOP/s")
+        for label, b, c, h, w in NORM_SHAPES:
+            x = torch.randn(b, c, h, w)
+            norm = torch.nn.GroupNorm(32, c, eps=1e-6)
+            act = torch.nn.SiLU()
+            act(norm(x))
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                act(norm(x))
+                times.append(time.perf_counter() - t)
+            print(f"{label:24s} {min(times) * 1e3:9.1f} ms")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
-use pigment::ops::Conv2d;
+use pigment::ops::{Conv2d, GroupNorm};
 
 /// (label, batch, in, out, height, width, kernel, stride, padding)
 type Case = (
@@ -89,6 +89,28 @@ fn main() -> anyhow::Result<()> {
             gflop / candle,
             fast * 1e3,
             gflop / fast
+        );
+    }
+    // GroupNorm(32) + SiLU, as in every resnet: (label, batch, channels, height, width).
+    for (label, b, c, h, w) in [
+        ("unet gn+silu 320@64", 2, 320, 64, 64),
+        ("vae gn+silu 128@512", 1, 128, 512, 512),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+        let weight = Tensor::randn(0f32, 1.0, c, &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+        let norm = GroupNorm::new(weight, bias, 32, 1e-6)?;
+        let fast = best_time(3, || norm.forward_silu(&x))?;
+        let candle = if fast_only {
+            f64::NAN
+        } else {
+            best_time(1, || norm.forward_reference(&x, true))?
+        };
+        println!(
+            "{label:24} {:10.1} {:>8} {:10.1}",
+            candle * 1e3,
+            "",
+            fast * 1e3
         );
     }
     Ok(())

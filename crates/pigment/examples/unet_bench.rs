@@ -14,10 +14,35 @@ use pigment::ops::{set_fast_conv, set_fast_group_norm};
 use pigment::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
 
-fn seconds(f: impl FnOnce() -> pigment::Result<Tensor>) -> anyhow::Result<f64> {
-    let t = Instant::now();
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat on Linux (NaN
+/// elsewhere): steadier than wall time when other processes share the cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Wall-clock time, with the CPU time of all threads alongside.
+struct Timing(f64, f64);
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{:.2} s wall, {:.2} s CPU", self.0, self.1)
+    }
+}
+
+fn seconds(f: impl FnOnce() -> pigment::Result<Tensor>) -> anyhow::Result<Timing> {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     f()?;
-    Ok(t.elapsed().as_secs_f64())
+    Ok(Timing(t.elapsed().as_secs_f64(), cpu_seconds() - cpu))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,17 +60,17 @@ fn main() -> anyhow::Result<()> {
     let forward = || unet.forward(&sample, 500.0, &context);
     let first = seconds(forward)?;
     let second = seconds(forward)?;
-    println!("unet forward (b2, 64x64), fast ops: {first:.2} s, {second:.2} s");
+    println!("unet forward (b2, 64x64), fast ops: {first}; again {second}");
     if before_conv {
         set_fast_conv(false);
-        println!("unet forward, candle conv2d: {:.2} s", seconds(forward)?);
+        println!("unet forward, candle conv2d: {}", seconds(forward)?);
         set_fast_conv(true);
     }
     if before {
         set_fast_conv(false);
         set_fast_group_norm(false);
         println!(
-            "unet forward, candle conv2d + GroupNorm: {:.2} s",
+            "unet forward, candle conv2d + GroupNorm: {}",
             seconds(forward)?
         );
         set_fast_conv(true);
@@ -56,14 +81,13 @@ fn main() -> anyhow::Result<()> {
         let model = AutoencoderKL::new(vb, &AutoencoderKLConfig::sd())?;
         let latents = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev)?;
         let decode = || model.decode(&latents);
-        println!("vae decode 512x512, fast conv: {:.2} s", seconds(decode)?);
+        println!("vae decode 512x512, fast ops: {}", seconds(decode)?);
         if before {
             set_fast_conv(false);
-            println!(
-                "vae decode 512x512, candle conv2d: {:.2} s",
-                seconds(decode)?
-            );
+            set_fast_group_norm(false);
+            println!("vae decode 512x512, candle ops: {}", seconds(decode)?);
             set_fast_conv(true);
+            set_fast_group_norm(true);
         }
     }
     Ok(())
