@@ -79,10 +79,12 @@ impl ModuleIndex {
                 };
                 names.insert(kohya, target.clone());
                 names.insert(dotted, target.clone());
-                if component == Component::Unet {
+                match component {
                     // PEFT files saved from a bare UNet have no `unet.` prefix.
-                    names.insert(module.to_string(), target);
-                }
+                    Component::Unet => names.insert(module.to_string(), target),
+                    // transformers 5 dropped the `text_model` level, so newer files may too.
+                    _ => names.insert(format!("text_encoder.{module}"), target),
+                };
             }
         }
         Self { names }
