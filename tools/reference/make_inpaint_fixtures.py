@@ -10,6 +10,8 @@ Writes, under tests/fixtures/inpaint/:
 - init.png: the 64x64 init image of the img2img fixtures;
 - mask.png: an RGB mask (white and a light green = repaint; black and a dark orange = keep),
   so the luma conversion (PIL's "L") and the binarization at 0.5 are exercised;
+- mask_blur4.png: that mask as luma, blurred as AUTOMATIC1111's mask blur 4 does
+  (cv2.GaussianBlur, kernel 2 * int(2.5 * 4 + 0.5) + 1, sigma 4), for Pigment's --mask-blur;
 - unet9/: config.json and diffusion_pytorch_model.safetensors of the 9-channel UNet;
 - cases.json and outputs.safetensors: per case `<id>.latents` (final latents) and `<id>.image`
   (uint8 HxWx3 per image, as the PIL images diffusers returns).
@@ -66,6 +68,14 @@ def mask_image():
     return Image.fromarray(m)
 
 
+def write_blurred_mask(sigma):
+    import cv2  # only here: the pipeline runs need no OpenCV
+
+    luma = np.array(mask_image().convert("L"))
+    k = 2 * int(2.5 * sigma + 0.5) + 1
+    Image.fromarray(cv2.GaussianBlur(luma, (k, k), sigma)).save(os.path.join(OUT, f"mask_blur{sigma}.png"))
+
+
 def unet9(seed):
     """As make_tiny_models.py's SD1 UNet, smaller, taking 9 input channels; noise on every
     parameter so each layer matters, rounded through f16."""
@@ -120,6 +130,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     init_image().save(os.path.join(OUT, "init.png"))
     mask_image().save(os.path.join(OUT, "mask.png"))
+    write_blurred_mask(4)
     image = load_image(os.path.join(OUT, "init.png"))
     mask = load_image(os.path.join(OUT, "mask.png"))
     unet_dir = os.path.join(OUT, "unet9")

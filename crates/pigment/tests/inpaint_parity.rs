@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::{load_image, tensor_to_images};
-use pigment::pipelines::inpaint::mask_luma;
+use pigment::pipelines::inpaint::{blur_mask, mask_luma};
 use pigment::pipelines::{InpaintRequest, LoadOptions, StableDiffusion, Txt2ImgRequest};
 use serde::Deserialize;
 
@@ -154,6 +154,22 @@ fn inpaint_matches_diffusers_for_every_case() {
         "cases off the reference:\n{}",
         failures.join("\n")
     );
+}
+
+/// --mask-blur 4 against OpenCV's GaussianBlur as AUTOMATIC1111 calls it: within 1 level (Pigment
+/// blurs in f64, OpenCV in fixed point), and the same pixels on each side of the 50% cut.
+#[test]
+fn mask_blur_matches_a1111_opencv_blur() {
+    let (_, mask) = inputs();
+    let want = load_image(&fixtures().join("inpaint/mask_blur4.png")).unwrap();
+    let got = blur_mask(&mask, 4.0);
+    let mut worst = 0;
+    for (g, w) in got.pixels().zip(want.pixels()) {
+        worst = worst.max(g.0[0].abs_diff(w.0[0]));
+        assert_eq!(g.0[0] >= 128, w.0[0] >= 128);
+    }
+    assert!(worst <= 1, "blurred mask off OpenCV's by {worst}");
+    assert_ne!(got, mask, "the blur did nothing");
 }
 
 #[test]
