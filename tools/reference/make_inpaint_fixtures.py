@@ -13,8 +13,9 @@ Writes, under tests/fixtures/inpaint/:
 - mask_blur4.png: that mask as luma, blurred as AUTOMATIC1111's mask blur 4 does
   (cv2.GaussianBlur, kernel 2 * int(2.5 * 4 + 0.5) + 1, sigma 4), for Pigment's --mask-blur;
 - unet9/: config.json and diffusion_pytorch_model.safetensors of the 9-channel UNet;
-- cases.json and outputs.safetensors: per case `<id>.latents` (final latents) and `<id>.image`
-  (uint8 HxWx3 per image, as the PIL images diffusers returns).
+- cases.json and outputs.safetensors: per case `<id>.latents` (final latents) and, where the
+  case's `image` is true, `<id>.image` (uint8 HxWx3 per image, as the PIL images diffusers
+  returns).
 
 Run from the repo root after make_tiny_models.py: python tools/reference/make_inpaint_fixtures.py
 """
@@ -29,7 +30,9 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     UNet2DConditionModel,
 )
@@ -43,6 +46,8 @@ OUT = os.path.join("tests", "fixtures", "inpaint")
 SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
     "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
 }
 
@@ -111,9 +116,15 @@ def cases():
     out += [
         dict(model="unet9", sampler="euler", strength=0.75, cfg=1.0, seed=5),
         dict(model="tiny-sd1", sampler="euler", strength=0.75, batch=2, seed=3, negative="blurry"),
+        # Latents only (the fixtures stay small): samplers that draw noise after the
+        # masked-image VAE sample, and Heun's doubled timesteps in the blend.
+        dict(model="tiny-sd1", sampler="euler_a", strength=0.75, image=False),
+        dict(model="tiny-sd1", sampler="heun", strength=0.75, image=False),
+        dict(model="unet9", sampler="euler_a", strength=1.0, image=False),
+        dict(model="unet9", sampler="heun", strength=0.75, image=False),
     ]
     defaults = dict(prompt="a red star above a small green square", negative="", steps=5, cfg=7.5,
-                    seed=42, batch=1)
+                    seed=42, batch=1, image=True)
     return [{**defaults, **c, "id": f"case{i:02d}"} for i, c in enumerate(out)]
 
 
@@ -166,7 +177,8 @@ def main():
             decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
             decoded = pipe.image_processor.postprocess(decoded, output_type="np")
         tensors[c["id"] + ".latents"] = latents.contiguous()
-        tensors[c["id"] + ".image"] = torch.from_numpy((decoded * 255).round().astype(np.uint8)).contiguous()
+        if c["image"]:
+            tensors[c["id"] + ".image"] = torch.from_numpy((decoded * 255).round().astype(np.uint8)).contiguous()
         print(c["id"], c["model"], c["sampler"], c["strength"], float(latents.abs().mean()))
     save_file(tensors, os.path.join(OUT, "outputs.safetensors"))
     with open(os.path.join(OUT, "cases.json"), "w") as f:
