@@ -3,11 +3,15 @@
 
 pub mod img2img;
 pub mod inpaint;
+pub mod instruct_pix2pix;
+pub mod multidiffusion;
 pub mod prompt;
 pub mod stable_diffusion;
 pub mod txt2img;
 
 pub use img2img::Img2ImgRequest;
 pub use inpaint::InpaintRequest;
+pub use instruct_pix2pix::InstructPix2PixRequest;
+pub use multidiffusion::PanoramaRequest;
 pub use stable_diffusion::{LoadOptions, StableDiffusion};
 pub use txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};
