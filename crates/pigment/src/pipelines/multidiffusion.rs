@@ -1,0 +1,330 @@
+//! MultiDiffusion panoramas (Bar-Tal et al. 2023, "MultiDiffusion: Fusing Diffusion Paths for
+//! Controlled Image Generation"): at every step the latent canvas is cut into overlapping windows
+//! the model was trained on, each window is denoised with classifier-free guidance and stepped by
+//! its own sampler, and the stepped windows are averaged where they overlap (the paper's eq. 5,
+//! whose closed-form solution for plain crops is the per-cell mean).
+//!
+//! Mirrors diffusers' StableDiffusionPanoramaPipeline
+//! (diffusers/pipelines/deprecated/stable_diffusion_panorama/pipeline_stable_diffusion_panorama.py):
+//! one noise draw for the whole canvas as txt2img; views grouped `view_batch_size` at a time into
+//! one UNet call; one scheduler state per view batch (`views_scheduler_status`), so multistep
+//! samplers (DPM++ 2M) keep each window's own history and Heun its own half-step, and samplers
+//! that draw noise draw it per view batch in diffusers' order.
+//!
+//! Where Pigment deliberately differs:
+//! - Window and stride are in latent cells and the canvas is divided by the model's own VAE factor
+//!   (diffusers' `get_views` divides by a hard-coded 8, and its `__call__` always uses window 64 and
+//!   stride 8). With factor-8 VAEs and the same window and stride the views are identical.
+//! - When the stride does not divide (canvas - window), diffusers leaves the last cells of a row or
+//!   column outside every view; they come out as zeros (a blank strip). Pigment adds one more view
+//!   flush with that edge, so every cell is covered. Where the stride divides, views are the same.
+//! - A window larger than the canvas is refused (diffusers silently crops it).
+//! - With several images per prompt, diffusers interleaves the doubled view batch
+//!   (`repeat_interleave`) against non-interleaved prompt embeddings, pairing images with the wrong
+//!   half of the guidance; Pigment pairs each image with its own [uncond; cond] rows.
+//! - Circular padding (diffusers' `circular_padding`) and region prompts are not implemented.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::guidance;
+use crate::image::GenerationParameters;
+use crate::pipelines::prompt::repeat_rows;
+use crate::pipelines::{Progress, StableDiffusion, Txt2ImgOutput, Txt2ImgRequest};
+use crate::rng::TorchGenerator;
+use crate::samplers::{build_sampler, Sampler, SamplerOptions};
+
+/// A text-to-image request on a canvas larger than the model's window.
+#[derive(Debug, Clone)]
+pub struct PanoramaRequest {
+    /// Prompt, sampler, seed and the full canvas size in pixels.
+    pub base: Txt2ImgRequest,
+    /// Side of the square window in latent cells (diffusers' `window_size`, 64 for SD 1.x).
+    pub window: usize,
+    /// Step between neighbouring windows in latent cells (diffusers' `stride`, 8).
+    pub stride: usize,
+    /// Windows denoised in one UNet call (diffusers' `view_batch_size`).
+    pub view_batch_size: usize,
+}
+
+impl PanoramaRequest {
+    /// diffusers' defaults for a request: window = the UNet's native latent size, stride = 1/8 of
+    /// it (64 and 8 for SD 1.x), one view per UNet call.
+    pub fn new(base: Txt2ImgRequest, model: &StableDiffusion) -> Self {
+        let window = model.unet.config().sample_size.max(1);
+        Self {
+            base,
+            window,
+            stride: (window / 8).max(1),
+            view_batch_size: 1,
+        }
+    }
+
+    /// The PNG record: txt2img's plus the MultiDiffusion window and stride.
+    pub fn parameters(&self, model_name: &str) -> GenerationParameters {
+        let mut params = self.base.parameters(model_name);
+        params.extra.push((
+            "MultiDiffusion".into(),
+            format!("window {}, stride {}", self.window, self.stride),
+        ));
+        params
+    }
+
+    /// Reject what would fail later or leave cells undenoised, with the fix in the message.
+    pub fn validate(&self, model: &StableDiffusion) -> Result<()> {
+        self.base.validate(model)?;
+        let factor = model.vae_scale_factor();
+        views(
+            self.base.height / factor,
+            self.base.width / factor,
+            self.window,
+            self.stride,
+        )?;
+        if self.view_batch_size == 0 {
+            return Err(Error::invalid(
+                "view batch size 0: at least one window per UNet call is needed (1 is diffusers' default)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One window on the latent canvas, in latent cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Start offsets of windows of `window` cells, `stride` apart, along an axis of `len` cells
+/// (diffusers' `(len - window) // stride + 1` blocks), plus one flush with the far edge when the
+/// stride leaves the last cells uncovered.
+fn starts(len: usize, window: usize, stride: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..=(len - window) / stride).map(|k| k * stride).collect();
+    if out.last().is_some_and(|&s| s + window < len) {
+        out.push(len - window);
+    }
+    out
+}
+
+/// The windows covering a `height` x `width` latent canvas, row by row as diffusers' `get_views`
+/// lists them (its mappings F_i, eq. 7 of the paper). Every cell is covered by at least one.
+pub fn views(height: usize, width: usize, window: usize, stride: usize) -> Result<Vec<View>> {
+    if window == 0 {
+        return Err(Error::invalid(
+            "--window 0: the window must be at least one latent cell (the model's native latent size, e.g. 64 for SD 1.x, is best)",
+        ));
+    }
+    if window > height || window > width {
+        return Err(Error::invalid(format!(
+            "--window {window}: larger than the {height}x{width}-cell latent canvas; use a window of at most {} cells or a larger --width/--height",
+            height.min(width)
+        )));
+    }
+    if stride == 0 || stride > window {
+        return Err(Error::invalid(format!(
+            "--stride {stride}: must be between 1 and the window ({window}) so that windows overlap or touch; {} (window / 8) is diffusers' default",
+            (window / 8).max(1)
+        )));
+    }
+    let rows = starts(height, window, stride);
+    let cols = starts(width, window, stride);
+    Ok(rows
+        .iter()
+        .flat_map(|&top| {
+            cols.iter().map(move |&left| View {
+                top,
+                left,
+                height: window,
+                width: window,
+            })
+        })
+        .collect())
+}
+
+/// `t` ([B, C, h, w], the content of `view`) placed on a zero canvas of `height` x `width` cells.
+fn place(t: &Tensor, view: &View, height: usize, width: usize) -> Result<Tensor> {
+    Ok(
+        t.pad_with_zeros(2, view.top, height - view.top - view.height)?
+            .pad_with_zeros(3, view.left, width - view.left - view.width)?,
+    )
+}
+
+fn crop(latents: &Tensor, view: &View) -> Result<Tensor> {
+    Ok(latents
+        .narrow(2, view.top, view.height)?
+        .narrow(3, view.left, view.width)?)
+}
+
+impl StableDiffusion {
+    /// Generate a panorama (or any canvas larger than the model's window) with MultiDiffusion.
+    pub fn panorama(&self, req: &PanoramaRequest, progress: Progress) -> Result<Txt2ImgOutput> {
+        req.validate(self)?;
+        let base = &req.base;
+        let start = Instant::now();
+        let factor = self.vae_scale_factor();
+        let (height, width) = (base.height / factor, base.width / factor);
+        let views = views(height, width, req.window, req.stride)?;
+        let batches: Vec<&[View]> = views.chunks(req.view_batch_size).collect();
+        let options = SamplerOptions {
+            steps: base.steps,
+            karras: base.karras,
+            eta: base.eta,
+            ..SamplerOptions::default()
+        };
+        // One sampler per view batch: diffusers' `views_scheduler_status`.
+        let mut samplers = batches
+            .iter()
+            .map(|_| build_sampler(base.sampler, &self.scheduler_config, &options))
+            .collect::<Result<Vec<Box<dyn Sampler>>>>()?;
+        let do_cfg = guidance::guidance_enabled(base.cfg_scale);
+
+        let cond = self.encode_prompts(&[&base.prompt], base.clip_skip)?;
+        let uncond = if do_cfg {
+            Some(self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?)
+        } else {
+            None
+        };
+        // Conditioning for `rows` window crops: [uncond x rows; cond x rows] when guiding.
+        let context_for = |rows: usize| -> Result<Tensor> {
+            let cond = repeat_rows(&cond, rows)?;
+            match &uncond {
+                Some(u) => Ok(Tensor::cat(&[repeat_rows(u, rows)?, cond], 0)?),
+                None => Ok(cond),
+            }
+        };
+        let batch = base.batch_size;
+        let contexts = batches
+            .iter()
+            .map(|b| context_for(b.len() * batch))
+            .collect::<Result<Vec<_>>>()?;
+
+        let shape = [batch, self.vae.config().latent_channels, height, width];
+        let mut rng = TorchGenerator::new(base.seed);
+        let noise = rng.randn_tensor(&shape, &self.device)?;
+        let mut latents = (noise * samplers[0].init_noise_sigma())?.to_dtype(self.dtype)?;
+
+        // How many windows cover each cell: the denominator of eq. 5's per-cell mean.
+        let ones = Tensor::ones(
+            (batch, shape[1], req.window, req.window),
+            self.dtype,
+            &self.device,
+        )?;
+        let mut count = Tensor::zeros(&shape, self.dtype, &self.device)?;
+        for view in &views {
+            count = (count + place(&ones, view, height, width)?)?;
+        }
+
+        let timesteps = samplers[0].timesteps().to_vec();
+        let total = timesteps.len();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let mut value = Tensor::zeros(&shape, self.dtype, &self.device)?;
+            for ((views, sampler), context) in batches.iter().zip(&mut samplers).zip(&contexts) {
+                let crops = views
+                    .iter()
+                    .map(|v| crop(&latents, v))
+                    .collect::<Result<Vec<_>>>()?;
+                let x = Tensor::cat(&crops, 0)?;
+                let model_input = if do_cfg {
+                    Tensor::cat(&[&x, &x], 0)?
+                } else {
+                    x.clone()
+                };
+                let model_input = sampler.scale_model_input(&model_input, i)?;
+                let prediction = self.unet.forward(&model_input, t, context)?;
+                let prediction = if do_cfg {
+                    guidance::combine(&prediction, base.cfg_scale)?
+                } else {
+                    prediction
+                };
+                let stepped = sampler.step(&prediction, i, &x, &mut rng)?;
+                for (k, view) in views.iter().enumerate() {
+                    let one = stepped.narrow(0, k * batch, batch)?;
+                    value = (value + place(&one, view, height, width)?)?;
+                }
+            }
+            latents = (value / &count)?;
+            progress(i + 1, total);
+        }
+
+        let sampling_time = start.elapsed();
+        let decode_start = Instant::now();
+        let decoded = self.decode_latents(&latents)?;
+        Ok(Txt2ImgOutput {
+            decoded,
+            latents: latents.to_dtype(DType::F32)?,
+            evaluations: total * batches.len(),
+            sampling_time,
+            decode_time: decode_start.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts_of(v: &[View]) -> Vec<(usize, usize)> {
+        v.iter().map(|v| (v.top, v.left)).collect()
+    }
+
+    #[test]
+    fn views_match_diffusers_get_views_when_the_stride_divides() {
+        // get_views(64, 192, window_size=8, stride=4): one row, (24 - 8) / 4 + 1 = 5 columns.
+        let v = views(8, 24, 8, 4).unwrap();
+        assert_eq!(
+            starts_of(&v),
+            vec![(0, 0), (0, 4), (0, 8), (0, 12), (0, 16)]
+        );
+        // get_views(128, 128, 8, 4): 3 x 3, row by row.
+        let v = views(16, 16, 8, 4).unwrap();
+        assert_eq!(v.len(), 9);
+        assert_eq!(
+            v[1],
+            View {
+                top: 0,
+                left: 4,
+                height: 8,
+                width: 8
+            }
+        );
+        assert_eq!(
+            v[3],
+            View {
+                top: 4,
+                left: 0,
+                height: 8,
+                width: 8
+            }
+        );
+    }
+
+    #[test]
+    fn a_stride_that_does_not_divide_gets_a_view_flush_with_the_edge() {
+        let v = views(8, 23, 8, 4).unwrap();
+        assert_eq!(
+            starts_of(&v),
+            vec![(0, 0), (0, 4), (0, 8), (0, 12), (0, 15)]
+        );
+        let v = views(8, 8, 8, 3).unwrap();
+        assert_eq!(starts_of(&v), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn bad_windows_and_strides_are_refused_with_the_fix() {
+        let e = views(8, 24, 16, 4).unwrap_err().to_string();
+        assert!(e.contains("--window 16") && e.contains("at most 8"), "{e}");
+        let e = views(8, 24, 8, 0).unwrap_err().to_string();
+        assert!(e.contains("--stride 0"), "{e}");
+        let e = views(8, 24, 8, 9).unwrap_err().to_string();
+        assert!(
+            e.contains("--stride 9") && e.contains("between 1 and the window"),
+            "{e}"
+        );
+        assert!(views(8, 24, 0, 1).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! MultiDiffusion panoramas against diffusers' StableDiffusionPanoramaPipeline on tiny-sd1
+//! (fixtures from tools/reference/make_panorama_fixtures.py): 64x192 and 128x128 pixel canvases
+//! (8x24 and 16x16 latent cells) with window 8 and stride 4, samplers Euler, DDIM and DPM++ 2M
+//! (multistep: each view batch keeps its own history), one and several views per UNet call.
+//!
+//! Tolerances (txt2img_parity's): final 8-bit images within 2/255 per pixel; final latents within
+//! 2e-3 max abs relative to max(1, max |reference|).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use pigment::image::tensor_to_images;
+use pigment::pipelines::{LoadOptions, PanoramaRequest, StableDiffusion, Txt2ImgRequest};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    id: String,
+    sampler: String,
+    prompt: String,
+    negative: String,
+    steps: usize,
+    cfg: f64,
+    seed: u64,
+    width: usize,
+    height: usize,
+    window: usize,
+    stride: usize,
+    view_batch: usize,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    let t = t.abs().unwrap().flatten_all().unwrap();
+    t.max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn load() -> StableDiffusion {
+    StableDiffusion::load(&fixtures().join("models/tiny-sd1"), &LoadOptions::default()).unwrap()
+}
+
+fn request(case: &Case) -> PanoramaRequest {
+    PanoramaRequest {
+        base: Txt2ImgRequest {
+            prompt: case.prompt.clone(),
+            negative_prompt: case.negative.clone(),
+            steps: case.steps,
+            cfg_scale: case.cfg,
+            sampler: case.sampler.parse().unwrap(),
+            seed: case.seed,
+            width: case.width,
+            height: case.height,
+            ..Txt2ImgRequest::default()
+        },
+        window: case.window,
+        stride: case.stride,
+        view_batch_size: case.view_batch,
+    }
+}
+
+#[test]
+fn panoramas_match_diffusers() {
+    let dir = fixtures();
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("panorama/cases.json")).unwrap())
+            .unwrap();
+    let outputs =
+        candle_core::safetensors::load(dir.join("panorama/outputs.safetensors"), &Device::Cpu)
+            .unwrap();
+    let model = load();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let out = model.panorama(&request(case), &mut |_, _| {}).unwrap();
+        let want_latents = &outputs[&format!("{}.latents", case.id)];
+        let latent_err =
+            max_abs(&(&out.latents - want_latents).unwrap()) / max_abs(want_latents).max(1.0);
+
+        let want_image = outputs[&format!("{}.image", case.id)]
+            .to_dtype(DType::F32)
+            .unwrap();
+        let images = tensor_to_images(&out.decoded).unwrap();
+        let got: Vec<f32> = images[0].as_raw().iter().map(|&v| v as f32).collect();
+        let got = Tensor::from_vec(got, want_image.shape(), &Device::Cpu).unwrap();
+        let pixel_err = max_abs(&(got - &want_image).unwrap());
+
+        let what = format!(
+            "{} {} {}x{} view batch {}: latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",
+            case.id, case.sampler, case.width, case.height, case.view_batch
+        );
+        println!("{what}");
+        if latent_err > 2e-3 || pixel_err > 2.0 {
+            failures.push(what);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "cases off the reference:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A canvas the size of one window is plain txt2img: the same latents as `txt2img` (a check
+/// that the windowing adds nothing of its own when there is nothing to fuse).
+#[test]
+fn a_single_window_is_plain_txt2img() {
+    let model = load();
+    let base = Txt2ImgRequest {
+        prompt: "a lighthouse".into(),
+        steps: 3,
+        sampler: "dpmpp_2m".parse().unwrap(),
+        width: 64,
+        height: 64,
+        seed: 5,
+        ..Txt2ImgRequest::default()
+    };
+    let plain = model.txt2img(&base, &mut |_, _| {}).unwrap();
+    let request = PanoramaRequest {
+        window: 8,
+        stride: 4,
+        ..PanoramaRequest::new(base, &model)
+    };
+    let fused = model.panorama(&request, &mut |_, _| {}).unwrap();
+    let err = max_abs(&(&fused.latents - &plain.latents).unwrap());
+    assert!(
+        err < 1e-5,
+        "single-window panorama differs from txt2img by {err}"
+    );
+}
+
+#[test]
+fn bad_panorama_requests_are_refused_with_the_fix() {
+    let model = load();
+    let base = Txt2ImgRequest {
+        width: 192,
+        height: 64,
+        steps: 2,
+        ..Txt2ImgRequest::default()
+    };
+    let with = |window: usize, stride: usize, base: &Txt2ImgRequest| PanoramaRequest {
+        base: base.clone(),
+        window,
+        stride,
+        view_batch_size: 1,
+    };
+    let err = |r: PanoramaRequest| {
+        model
+            .panorama(&r, &mut |_, _| {})
+            .err()
+            .unwrap()
+            .to_string()
+    };
+
+    let e = err(with(16, 4, &base));
+    assert!(
+        e.contains("--window 16") && e.contains("larger than the 8x24"),
+        "{e}"
+    );
+    let e = err(with(8, 0, &base));
+    assert!(e.contains("--stride 0"), "{e}");
+    let e = err(with(8, 12, &base));
+    assert!(e.contains("--stride 12"), "{e}");
+    let odd = Txt2ImgRequest {
+        width: 196,
+        ..base.clone()
+    };
+    let e = err(with(8, 4, &odd));
+    assert!(
+        e.contains("--width 196") && e.contains("multiple of 8"),
+        "{e}"
+    );
+    let e = err(PanoramaRequest {
+        view_batch_size: 0,
+        ..with(8, 4, &base)
+    });
+    assert!(e.contains("view batch size 0"), "{e}");
+}
