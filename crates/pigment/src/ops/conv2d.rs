@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv_kernel::{conv2d_f32, pack_taps, ConvGeometry};
+use super::conv_kernel::{conv2d_f32_with, ConvGeometry, TapLayout};
 use crate::error::{Error, Result};
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
@@ -27,14 +27,14 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     stride: usize,
     padding: usize,
-    /// The CPU f32 kernel's view of the weights, built once; None when the weights are not
-    /// CPU f32 or are variables (training needs candle's op for the backward pass).
+    /// The CPU f32 kernel's settings (it reads `weight` in place, so the weights are not
+    /// duplicated); None when the weights are not CPU f32 or are variables (training needs
+    /// candle's op for the backward pass).
     fast: Option<Arc<FastConv>>,
 }
 
 #[derive(Debug)]
 struct FastConv {
-    taps: Vec<f32>,
     bias: Option<Vec<f32>>,
     out_channels: usize,
     in_channels: usize,
@@ -67,14 +67,19 @@ impl Conv2d {
             }
         }
         let cpu_f32 = |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32;
+        // The kernel reads the weight's storage directly: make it contiguous once (loaded
+        // weights already are, so this is free).
+        let weight = if cpu_f32(&weight) && !weight.track_op() {
+            weight.contiguous()?
+        } else {
+            weight
+        };
         let fast_ok = cpu_f32(&weight)
             && bias.as_ref().is_none_or(cpu_f32)
             && !weight.track_op()
             && !bias.as_ref().is_some_and(|b| b.track_op());
         let fast = if fast_ok {
-            let w = weight.flatten_all()?.to_vec1::<f32>()?;
             Some(Arc::new(FastConv {
-                taps: pack_taps(&w, out_c, in_c, kh),
                 bias: bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?,
                 out_channels: out_c,
                 in_channels: in_c,
@@ -131,22 +136,26 @@ impl Module for Conv2d {
                     && !x.track_op()
                     && FAST_CONV.load(Ordering::Relaxed) =>
             {
-                x.contiguous()?.apply_op1_no_bwd(fast.as_ref())
+                x.contiguous()?
+                    .apply_op2_no_bwd(&self.weight, fast.as_ref())
             }
             _ => self.forward_reference(x),
         }
     }
 }
 
-impl CustomOp1 for FastConv {
+impl CustomOp2 for FastConv {
     fn name(&self) -> &'static str {
         "pigment-conv2d"
     }
 
+    /// `storage`/`layout`: the input x; `w_storage`/`w_layout`: the weight [out, in, k, k].
     fn cpu_fwd(
         &self,
         storage: &CpuStorage,
         layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (batch, in_channels, height, width) = layout.shape().dims4()?;
         if in_channels != self.in_channels {
@@ -163,6 +172,14 @@ impl CustomOp1 for FastConv {
                 ))
             }
         };
+        let weight = match (w_storage, w_layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "conv2d: the fast path needs a contiguous f32 weight".into(),
+                ))
+            }
+        };
         let g = ConvGeometry {
             batch,
             in_channels,
@@ -174,7 +191,7 @@ impl CustomOp1 for FastConv {
             padding: self.padding,
         };
         let (oh, ow) = g.output_size()?;
-        let y = conv2d_f32(x, &self.taps, self.bias.as_deref(), &g)?;
+        let y = conv2d_f32_with(x, weight, TapLayout::Stored, self.bias.as_deref(), &g)?;
         Ok((
             CpuStorage::F32(y),
             Shape::from((batch, self.out_channels, oh, ow)),

@@ -1,15 +1,16 @@
 //! A bounds-checked, safe front for the `gemm` crate's f32 kernel (the one candle's CPU matmul
-//! calls), restricted to row-major operands with unit column stride: the shape the convolution
-//! kernel needs, with the strides and offsets candle's `matmul` cannot express.
+//! calls), for strided operands with offsets (which candle's `matmul` cannot express) and a
+//! row-major destination with unit column stride.
 
 use candle_core::{Error, Result};
 use gemm::Parallelism;
 
-/// One row-major operand: `data[offset + row * row_stride + col]`.
+/// One operand: element (row, col) is `data[offset + row * row_stride + col * col_stride]`.
 pub(crate) struct Operand<'a> {
     pub data: &'a [f32],
     pub offset: usize,
     pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 /// dst[i, j] (row stride `dst_row_stride`) = (accumulate ? dst[i, j] : 0) + sum_k lhs[i, k] * rhs[k, j]
@@ -26,16 +27,29 @@ pub(crate) fn gemm_f32(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // One past the last element a row-major [rows, cols] operand reaches must be within `len`.
-    // dst rows must not overlap either: the kernel writes them from several threads.
-    let fits = |len: usize, offset: usize, rows: usize, cols: usize, stride: usize| {
-        offset + (rows - 1) * stride + cols <= len
+    // The last element an operand of [rows, cols] reaches must be within `len`. dst rows must
+    // not overlap either: the kernel writes them from several threads.
+    let fits = |len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        offset + (rows - 1) * rs + (cols - 1) * cs < len
     };
     let ok = dst_row_stride >= n
-        && fits(dst.len(), 0, m, n, dst_row_stride)
+        && fits(dst.len(), 0, m, n, dst_row_stride, 1)
         && (depth == 0
-            || (fits(lhs.data.len(), lhs.offset, m, depth, lhs.row_stride)
-                && fits(rhs.data.len(), rhs.offset, depth, n, rhs.row_stride)));
+            || (fits(
+                lhs.data.len(),
+                lhs.offset,
+                m,
+                depth,
+                lhs.row_stride,
+                lhs.col_stride,
+            ) && fits(
+                rhs.data.len(),
+                rhs.offset,
+                depth,
+                n,
+                rhs.row_stride,
+                rhs.col_stride,
+            )));
     if !ok {
         return Err(Error::Msg(format!(
             "gemm_f32: operands too small for m={m} n={n} k={depth} \
@@ -64,7 +78,7 @@ pub(crate) fn gemm_f32(
         Parallelism::None
     };
     // SAFETY: every index the kernel reads or writes (row < m or depth, col < n or depth, at the
-    // given offsets and row strides, unit column strides) was checked to lie inside its slice
+    // given offsets and strides; unit column stride in dst) was checked to lie inside its slice
     // above; dst is a unique borrow, so it cannot alias lhs or rhs.
     unsafe {
         gemm::gemm(
@@ -76,10 +90,10 @@ pub(crate) fn gemm_f32(
             dst_row_stride as isize,
             accumulate,
             lhs.data.as_ptr().add(lhs.offset),
-            1,
+            lhs.col_stride as isize,
             lhs.row_stride as isize,
             rhs.data.as_ptr().add(rhs.offset),
-            1,
+            rhs.col_stride as isize,
             rhs.row_stride as isize,
             if accumulate { 1.0 } else { 0.0 },
             1.0,
