@@ -1,5 +1,6 @@
 //! `pigment`: text-to-image from the command line.
 
+mod edit;
 mod eval;
 mod generate;
 mod info;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Generate images from a text prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Edit an image by a written instruction (InstructPix2Pix models).
+    Edit(Box<edit::EditArgs>),
     /// Score a model on the built-in world's captions, per category, seen vs held-out pairs.
     Eval(Box<eval::EvalArgs>),
     /// Train the built-in model's stages: clip, vae, unet, then export.
@@ -43,6 +46,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
+        Command::Edit(args) => edit::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Info(args) => info::run(args),
         Command::Train(args) => train::run(args),
