@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pigment::image::{load_image, save_png, tensor_to_images, GenerationParameters};
 use pigment::pipelines::inpaint::mask_luma;
 use pigment::pipelines::{
-    Img2ImgRequest, InpaintRequest, LoadOptions, StableDiffusion, Txt2ImgRequest,
+    Img2ImgRequest, InpaintRequest, LoadOptions, PanoramaRequest, StableDiffusion, Txt2ImgRequest,
 };
 use pigment::samplers::SamplerKind;
 use pigment::weights::Prediction;
@@ -88,6 +88,14 @@ pub struct GenerateArgs {
     /// 2*int(2.5*N+0.5)+1; A1111's UI default is 4); it rounds the mask's corners.
     #[arg(long, value_name = "N")]
     pub mask_blur: Option<f64>,
+    /// MultiDiffusion panorama (Bar-Tal 2023): window side in latent cells (pixels / 8) [default:
+    /// the model's native size, 64 for SD 1.x]. Used, with diffusers' defaults, whenever
+    /// --width or --height exceeds the native size; giving it forces MultiDiffusion on.
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
+    /// MultiDiffusion: step between windows in latent cells [default: window / 8].
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -133,6 +141,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let init_image = args.init_image.as_deref().map(load_image).transpose()?;
     check_mask_flags(&args)?;
+    if args.init_image.is_some() && (args.window.is_some() || args.stride.is_some()) {
+        anyhow::bail!(
+            "--window/--stride (MultiDiffusion panoramas) are text-to-image only: drop --init-image"
+        );
+    }
     let mask = match &args.mask {
         Some(path) => Some(mask_luma(&load_image(path).context("reading --mask")?)),
         None => None,
@@ -207,6 +220,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         init_image,
         strength,
     });
+    let panorama = panorama_request(&args, &model, &request, img2img.is_some());
     let inpaint = match (mask, &img2img) {
         (Some(mask), Some(image)) => Some(InpaintRequest {
             image: image.clone(),
@@ -218,7 +232,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     match (&inpaint, &img2img) {
         (Some(req), _) => req.validate(&model)?,
         (None, Some(req)) => req.validate(&model)?,
-        (None, None) => request.validate(&model)?,
+        (None, None) => match &panorama {
+            Some(req) => req.validate(&model)?,
+            None => request.validate(&model)?,
+        },
     }
 
     let bar = ProgressBar::new(0);
@@ -233,7 +250,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let output = match (&inpaint, &img2img) {
         (Some(req), _) => model.inpaint(req, &mut progress)?,
         (None, Some(req)) => model.img2img(req, &mut progress)?,
-        (None, None) => model.txt2img(&request, &mut progress)?,
+        (None, None) => match &panorama {
+            Some(req) => model.panorama(req, &mut progress)?,
+            None => model.txt2img(&request, &mut progress)?,
+        },
     };
     bar.finish_and_clear();
 
@@ -242,7 +262,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let mut params: GenerationParameters = match (&inpaint, &img2img) {
             (Some(req), _) => req.parameters(&model.name),
             (None, Some(req)) => req.parameters(&model.name),
-            (None, None) => request.parameters(&model.name),
+            (None, None) => match &panorama {
+                Some(req) => req.parameters(&model.name),
+                None => request.parameters(&model.name),
+            },
         };
         if images.len() > 1 {
             params
@@ -276,6 +299,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             req.base.steps,
         );
     }
+    if let Some(req) = &panorama {
+        eprintln!(
+            "MultiDiffusion: window {} cells, stride {}, {} model evaluations",
+            req.window, req.stride, output.evaluations
+        );
+    }
     eprintln!(
         "seed {} · load {:.2} s · {} steps {:.2} s ({:.3} s/step, {:.2} it/s) · decode {:.2} s · total {:.2} s",
         request.seed,
@@ -291,6 +320,32 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// The MultiDiffusion request, when --window/--stride is given or the txt2img size exceeds the
+/// model's native latent size; the default window is that size (shrunk to fit a smaller side)
+/// and the default stride an eighth of the window, as diffusers' panorama pipeline.
+fn panorama_request(
+    args: &GenerateArgs,
+    model: &StableDiffusion,
+    request: &Txt2ImgRequest,
+    img2img: bool,
+) -> Option<PanoramaRequest> {
+    let factor = model.vae_scale_factor();
+    let (height, width) = (request.height / factor, request.width / factor);
+    let defaults = PanoramaRequest::new(request.clone(), model);
+    let larger = height > defaults.window || width > defaults.window;
+    if img2img || !(larger || args.window.is_some() || args.stride.is_some()) {
+        return None;
+    }
+    let window = args
+        .window
+        .unwrap_or_else(|| defaults.window.min(height.max(1)).min(width.max(1)));
+    Some(PanoramaRequest {
+        window,
+        stride: args.stride.unwrap_or((window / 8).max(1)),
+        ..defaults
+    })
 }
 
 /// `FILE:SCALE`, or `FILE` alone for scale 1. The scale is after the last colon, so Windows

@@ -1,0 +1,150 @@
+//! `pigment generate --window N --stride N` (MultiDiffusion panoramas) as a user runs it: the PNG
+//! matches diffusers' StableDiffusionPanoramaPipeline (the library's parity fixture), the metadata
+//! records window and stride, a size beyond the model's native one turns MultiDiffusion on by
+//! itself, and bad input gets a clear error (exit code 1, no panic, no output file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// `pigment generate` on tiny-sd1 (native 64x64 px = 8x8 latent cells) writing to `out`.
+fn generate(out: &Path, extra: &[&str]) -> Output {
+    let model = fixtures().join("models/tiny-sd1").display().to_string();
+    let out = out.display().to_string();
+    let mut args = vec![
+        "generate",
+        "a red star above a small green square",
+        "--model",
+        &model,
+        "--out",
+        &out,
+        "--steps",
+        "5",
+        "--seed",
+        "42",
+        "--sampler",
+        "euler",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_pigment"))
+        .args(&args)
+        .env_remove("PIGMENT_MODEL")
+        .output()
+        .expect("run pigment")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_clean_error(run: &Output, out: &Path, needle: &str) {
+    let err = stderr(run);
+    assert_eq!(run.status.code(), Some(1), "expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic on bad input: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!out.exists(), "an output was written despite the error");
+}
+
+/// The raw bytes of one U8 tensor of tests/fixtures/panorama/outputs.safetensors.
+fn fixture_image(name: &str) -> Vec<u8> {
+    let file = std::fs::read(fixtures().join("panorama/outputs.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + header_len]).unwrap();
+    let entry = &header[name];
+    assert_eq!(entry["dtype"], "U8", "{name}");
+    let offsets = entry["data_offsets"].as_array().unwrap();
+    let (start, end) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
+    file[8 + header_len + start as usize..8 + header_len + end as usize].to_vec()
+}
+
+fn max_diff(a: &[u8], b: &[u8]) -> u8 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y)).max().unwrap()
+}
+
+#[test]
+fn panorama_png_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wide.png");
+    // case00 of tests/fixtures/panorama: Euler, 192x64 px, window 8, stride 4, 5 steps, seed 42.
+    let run = generate(
+        &out,
+        &[
+            "--width", "192", "--height", "64", "--window", "8", "--stride", "4",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("MultiDiffusion: window 8 cells, stride 4, 25 model evaluations"),
+        "{}",
+        stderr(&run)
+    );
+    let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
+    for field in [
+        "Size: 192x64",
+        "MultiDiffusion: \"window 8, stride 4\"",
+        "Seed: 42",
+    ] {
+        assert!(params.contains(field), "`{field}` missing from {params}");
+    }
+    let got = image::open(&out).unwrap().to_rgb8();
+    // Same bar as the library's parity test: within 2/255 per pixel.
+    let worst = max_diff(got.as_raw(), &fixture_image("case00.image"));
+    assert!(worst <= 2, "pixels differ from diffusers by up to {worst}");
+}
+
+#[test]
+fn a_size_beyond_the_native_one_turns_multidiffusion_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("auto.png");
+    let run = generate(&out, &["--width", "128", "--height", "64"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Window = native 8 cells, stride 8 / 8 = 1: (16 - 8) / 1 + 1 = 9 views, 5 steps each.
+    assert!(
+        stderr(&run).contains("window 8 cells, stride 1, 45 model evaluations"),
+        "{}",
+        stderr(&run)
+    );
+    let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
+    assert!(params.contains("window 8, stride 1"), "{params}");
+
+    // The native size stays plain txt2img.
+    let plain = dir.path().join("plain.png");
+    let run = generate(&plain, &["--width", "64", "--height", "64"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(!stderr(&run).contains("MultiDiffusion"), "{}", stderr(&run));
+}
+
+#[test]
+fn bad_panorama_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let wide = ["--width", "192", "--height", "64"];
+    fn with<'a>(wide: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [wide, extra].concat()
+    }
+
+    let run = generate(&out, &with(&wide, &["--window", "16"]));
+    assert_clean_error(
+        &run,
+        &out,
+        "--window 16: larger than the 8x24-cell latent canvas",
+    );
+    let run = generate(&out, &with(&wide, &["--window", "8", "--stride", "0"]));
+    assert_clean_error(&run, &out, "--stride 0");
+    let run = generate(&out, &with(&wide, &["--window", "8", "--stride", "9"]));
+    assert_clean_error(
+        &run,
+        &out,
+        "--stride 9: must be between 1 and the window (8)",
+    );
+    let run = generate(&out, &["--width", "196", "--height", "64", "--window", "8"]);
+    assert_clean_error(&run, &out, "--width 196: must be a positive multiple of 8");
+
+    let init = fixtures().join("inpaint/init.png").display().to_string();
+    let run = generate(&out, &["--init-image", &init, "--window", "8"]);
+    assert_clean_error(&run, &out, "text-to-image only");
+}
