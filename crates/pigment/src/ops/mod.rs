@@ -2,6 +2,7 @@
 //! (other devices and dtypes fall back to candle).
 
 mod conv2d;
+pub mod conv2d_train;
 mod conv_kernel;
 mod gemm;
 mod group_norm;
