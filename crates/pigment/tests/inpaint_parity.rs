@@ -69,9 +69,10 @@ fn copy_dir(from: &Path, to: &Path) {
 /// assembled in a temporary folder as the fixture script does.
 fn load_model(name: &str) -> StableDiffusion {
     let dir = fixtures();
+    // One folder per call: tests run on parallel threads of one process.
+    let tmp = tempfile::tempdir().unwrap();
     let path = if name == "unet9" {
-        let folder = std::env::temp_dir().join(format!("pigment-inpaint-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&folder);
+        let folder = tmp.path().to_path_buf();
         for part in ["scheduler", "text_encoder", "tokenizer", "vae"] {
             copy_dir(&dir.join("models/tiny-sd1").join(part), &folder.join(part));
         }
@@ -85,11 +86,7 @@ fn load_model(name: &str) -> StableDiffusion {
     } else {
         dir.join("models").join(name)
     };
-    let model = StableDiffusion::load(&path, &LoadOptions::default()).unwrap();
-    if name == "unet9" {
-        std::fs::remove_dir_all(&path).unwrap();
-    }
-    model
+    StableDiffusion::load(&path, &LoadOptions::default()).unwrap()
 }
 
 fn inputs() -> (::image::RgbImage, ::image::GrayImage) {

@@ -61,8 +61,9 @@ fn copy_dir(from: &Path, to: &Path) {
 /// folder as the fixture script does.
 fn load_pix2pix_model() -> StableDiffusion {
     let dir = fixtures();
-    let folder = std::env::temp_dir().join(format!("pigment-pix2pix-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&folder);
+    // One folder per call: tests run on parallel threads of one process.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().to_path_buf();
     for part in ["scheduler", "text_encoder", "tokenizer", "vae"] {
         copy_dir(&dir.join("models/tiny-sd1").join(part), &folder.join(part));
     }
@@ -72,9 +73,7 @@ fn load_pix2pix_model() -> StableDiffusion {
     )
     .unwrap();
     copy_dir(&dir.join("pix2pix/unet8"), &folder.join("unet"));
-    let model = StableDiffusion::load(&folder, &LoadOptions::default()).unwrap();
-    std::fs::remove_dir_all(&folder).unwrap();
-    model
+    StableDiffusion::load(&folder, &LoadOptions::default()).unwrap()
 }
 
 fn init_image() -> ::image::RgbImage {

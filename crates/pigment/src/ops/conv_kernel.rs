@@ -49,7 +49,8 @@ impl ConvGeometry {
 }
 
 /// The weight [out, in, k, k] rearranged once into k*k tap matrices [out, in] (row-major), for
-/// callers that build a weight on the fly (the training conv's flipped kernels).
+/// callers that build a weight on the fly (the training conv's flipped kernels); `Conv2d` gets
+/// the same layout from a tensor permute at load.
 #[allow(dead_code)]
 pub(crate) fn pack_taps(weight: &[f32], out_c: usize, in_c: usize, kernel: usize) -> Vec<f32> {
     let taps = kernel * kernel;
@@ -121,44 +122,22 @@ fn column_band(cin: usize, cout: usize, cols: usize) -> usize {
     (budget / (4 * (cin + cout))).max(256).min(cols)
 }
 
-/// How the k*k tap matrices [out, in] sit in the weight slice given to the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TapLayout {
-    /// [k*k][out][in], from [`pack_taps`].
-    Packed,
-    /// The weight as stored, [out, in, k, k]: tap t is the matrix at offset t with strides
-    /// (in*k*k, k*k), which the GEMM packs itself, so the weight is used in place.
-    Stored,
-}
-
 /// y = conv2d(x, W) + bias for NCHW f32 `x` (contiguous), taps from [`pack_taps`]. Returns the
 /// [batch, out, oh, ow] output, contiguous.
-#[allow(dead_code)]
 pub(crate) fn conv2d_f32(
     x: &[f32],
     taps: &[f32],
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Result<Vec<f32>> {
-    conv2d_f32_with(x, taps, TapLayout::Packed, bias, g)
-}
-
-/// [`conv2d_f32`] with the weight in either [`TapLayout`].
-pub(crate) fn conv2d_f32_with(
-    x: &[f32],
-    weight: &[f32],
-    layout: TapLayout,
-    bias: Option<&[f32]>,
-    g: &ConvGeometry,
-) -> Result<Vec<f32>> {
     let (oh, ow) = g.output_size()?;
     let (cin, cout, k, s) = (g.in_channels, g.out_channels, g.kernel, g.stride);
     let item_in = cin * g.height * g.width;
-    if x.len() != g.batch * item_in || weight.len() != k * k * cout * cin {
+    if x.len() != g.batch * item_in || taps.len() != k * k * cout * cin {
         return Err(Error::Msg(format!(
             "conv2d: input has {} values and the weight {}, expected {} and {}",
             x.len(),
-            weight.len(),
+            taps.len(),
             g.batch * item_in,
             k * k * cout * cin
         )));
@@ -200,19 +179,11 @@ pub(crate) fn conv2d_f32_with(
                     gemm_f32(
                         &mut dst[c0..],
                         cols,
-                        match layout {
-                            TapLayout::Packed => Operand {
-                                data: weight,
-                                offset: t * cout * cin,
-                                row_stride: cin,
-                                col_stride: 1,
-                            },
-                            TapLayout::Stored => Operand {
-                                data: weight,
-                                offset: t,
-                                row_stride: cin * k * k,
-                                col_stride: k * k,
-                            },
+                        Operand {
+                            data: taps,
+                            offset: t * cout * cin,
+                            row_stride: cin,
+                            col_stride: 1,
                         },
                         Operand {
                             data: src,
