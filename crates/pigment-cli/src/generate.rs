@@ -9,6 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pigment::image::{load_image, save_png, tensor_to_images, GenerationParameters};
 use pigment::pipelines::inpaint::mask_luma;
+use pigment::pipelines::multidiffusion::RegionPrompt;
 use pigment::pipelines::{
     Img2ImgRequest, InpaintRequest, LoadOptions, PanoramaRequest, StableDiffusion, Txt2ImgRequest,
 };
@@ -96,6 +97,10 @@ pub struct GenerateArgs {
     /// MultiDiffusion: step between windows in latent cells [default: window / 8].
     #[arg(long, value_name = "N")]
     pub stride: Option<usize>,
+    /// MultiDiffusion region prompt, as LEFT,TOP,WIDTH,HEIGHT:PROMPT in pixels (multiples of
+    /// 8), e.g. "0,0,256,512:a red barn"; the main prompt covers the rest. Repeatable.
+    #[arg(long = "region", value_name = "BOX:PROMPT")]
+    pub regions: Vec<String>,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -141,9 +146,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let init_image = args.init_image.as_deref().map(load_image).transpose()?;
     check_mask_flags(&args)?;
-    if args.init_image.is_some() && (args.window.is_some() || args.stride.is_some()) {
+    let regions = args
+        .regions
+        .iter()
+        .map(|r| parse_region(r))
+        .collect::<Result<Vec<_>>>()?;
+    if args.init_image.is_some()
+        && (args.window.is_some() || args.stride.is_some() || !regions.is_empty())
+    {
         anyhow::bail!(
-            "--window/--stride (MultiDiffusion panoramas) are text-to-image only: drop --init-image"
+            "--window/--stride/--region (MultiDiffusion) are text-to-image only: drop --init-image"
         );
     }
     let mask = match &args.mask {
@@ -220,7 +232,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         init_image,
         strength,
     });
-    let panorama = panorama_request(&args, &model, &request, img2img.is_some());
+    let panorama = panorama_request(&args, &model, &request, img2img.is_some())
+        .map(|req| PanoramaRequest { regions, ..req });
     let inpaint = match (mask, &img2img) {
         (Some(mask), Some(image)) => Some(InpaintRequest {
             image: image.clone(),
@@ -335,7 +348,8 @@ fn panorama_request(
     let (height, width) = (request.height / factor, request.width / factor);
     let defaults = PanoramaRequest::new(request.clone(), model);
     let larger = height > defaults.window || width > defaults.window;
-    if img2img || !(larger || args.window.is_some() || args.stride.is_some()) {
+    let asked = args.window.is_some() || args.stride.is_some() || !args.regions.is_empty();
+    if img2img || !(larger || asked) {
         return None;
     }
     let window = args
@@ -345,6 +359,30 @@ fn panorama_request(
         window,
         stride: args.stride.unwrap_or((window / 8).max(1)),
         ..defaults
+    })
+}
+
+/// `LEFT,TOP,WIDTH,HEIGHT:PROMPT` (pixels); the prompt may itself contain colons.
+fn parse_region(arg: &str) -> Result<RegionPrompt> {
+    let usage = || {
+        format!(
+            "--region {arg:?}: expected LEFT,TOP,WIDTH,HEIGHT:PROMPT in pixels, e.g. \"0,0,256,512:a red barn\""
+        )
+    };
+    let (boxed, prompt) = arg.split_once(':').with_context(usage)?;
+    let numbers = boxed
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .ok()
+        .filter(|n| n.len() == 4 && !prompt.trim().is_empty())
+        .with_context(usage)?;
+    Ok(RegionPrompt {
+        prompt: prompt.trim().to_string(),
+        left: numbers[0],
+        top: numbers[1],
+        width: numbers[2],
+        height: numbers[3],
     })
 }
 

@@ -147,4 +147,41 @@ fn bad_panorama_input_is_a_clear_error() {
     let init = fixtures().join("inpaint/init.png").display().to_string();
     let run = generate(&out, &["--init-image", &init, "--window", "8"]);
     assert_clean_error(&run, &out, "text-to-image only");
+
+    let run = generate(&out, &with(&wide, &["--region", "0,0,32:a cat"]));
+    assert_clean_error(&run, &out, "expected LEFT,TOP,WIDTH,HEIGHT:PROMPT");
+    let run = generate(&out, &with(&wide, &["--region", "0,0,32,32"]));
+    assert_clean_error(&run, &out, "expected LEFT,TOP,WIDTH,HEIGHT:PROMPT");
+    let run = generate(&out, &with(&wide, &["--region", "176,0,32,32:a cat"]));
+    assert_clean_error(&run, &out, "inside the 192x64 canvas");
+}
+
+#[test]
+fn a_region_prompt_adds_its_windows_and_changes_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.png");
+    let wide = [
+        "--width", "192", "--height", "64", "--window", "8", "--stride", "4",
+    ];
+    let run = generate(&plain, &wide);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = dir.path().join("region.png");
+    let region = ["--region", "96,0,64,64:a blue whale: in a sea"];
+    let run = generate(&out, &[&wide[..], &region].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    // 3 windows touch the box (left 96..160 px = cells 12..20: windows at 8, 12 and 16),
+    // 5 + 3 jobs of 5 steps.
+    assert!(
+        stderr(&run).contains("stride 4, 40 model evaluations"),
+        "{}",
+        stderr(&run)
+    );
+    let (a, b) = (
+        image::open(&plain).unwrap().to_rgb8(),
+        image::open(&out).unwrap().to_rgb8(),
+    );
+    assert!(
+        max_diff(a.as_raw(), b.as_raw()) > 2,
+        "--region changed nothing"
+    );
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::tensor_to_images;
+use pigment::pipelines::multidiffusion::RegionPrompt;
 use pigment::pipelines::{LoadOptions, PanoramaRequest, StableDiffusion, Txt2ImgRequest};
 use serde::Deserialize;
 
@@ -58,6 +59,7 @@ fn request(case: &Case) -> PanoramaRequest {
         window: case.window,
         stride: case.stride,
         view_batch_size: case.view_batch,
+        regions: Vec::new(),
     }
 }
 
@@ -144,6 +146,7 @@ fn bad_panorama_requests_are_refused_with_the_fix() {
         window,
         stride,
         view_batch_size: 1,
+        regions: Vec::new(),
     };
     let err = |r: PanoramaRequest| {
         model
@@ -176,4 +179,122 @@ fn bad_panorama_requests_are_refused_with_the_fix() {
         ..with(8, 4, &base)
     });
     assert!(e.contains("view batch size 0"), "{e}");
+}
+
+fn small_request(model: &StableDiffusion, width: usize, steps: usize) -> PanoramaRequest {
+    let base = Txt2ImgRequest {
+        prompt: "a red star above a small green square".into(),
+        steps,
+        sampler: "euler".parse().unwrap(),
+        width,
+        height: 64,
+        seed: 9,
+        ..Txt2ImgRequest::default()
+    };
+    PanoramaRequest {
+        window: 8,
+        stride: 4,
+        ..PanoramaRequest::new(base, model)
+    }
+}
+
+/// Where the stride does not divide (canvas - window), diffusers leaves the last cells outside
+/// every view (zeros); Pigment's extra edge view denoises them like the rest.
+#[test]
+fn a_stride_that_does_not_divide_still_covers_the_last_columns() {
+    let model = load();
+    // 184 px = 23 cells: views at 0, 4, 8, 12 and the edge view at 15.
+    let out = model
+        .panorama(&small_request(&model, 184, 2), &mut |_, _| {})
+        .unwrap();
+    let last = out.latents.narrow(3, 20, 3).unwrap();
+    let mean = last
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        mean > 0.1,
+        "the last columns were left undenoised (mean |x| {mean})"
+    );
+}
+
+/// Region prompts: after one step the region's prompt has changed the latents inside its box
+/// and left every cell outside exactly as the plain panorama has it (its mask is 0 there); a
+/// region with the main prompt changes nothing (a mean of equal values).
+#[test]
+fn region_prompts_act_only_inside_their_box() {
+    let model = load();
+    let plain_req = small_request(&model, 128, 1);
+    let plain = model.panorama(&plain_req, &mut |_, _| {}).unwrap().latents;
+    let region = |prompt: &str| RegionPrompt {
+        prompt: prompt.into(),
+        left: 32,
+        top: 0,
+        width: 40,
+        height: 32,
+    };
+    let with_region = |prompt: &str| {
+        let req = PanoramaRequest {
+            regions: vec![region(prompt)],
+            ..plain_req.clone()
+        };
+        model.panorama(&req, &mut |_, _| {}).unwrap().latents
+    };
+
+    let other = with_region("a blue whale in a stormy sea");
+    let diff = (&other - &plain).unwrap().abs().unwrap();
+    // Box in cells: rows 0..4, columns 4..9.
+    let inside = diff.narrow(2, 0, 4).unwrap().narrow(3, 4, 5).unwrap();
+    assert!(
+        max_abs(&inside) > 1e-3,
+        "the region's prompt changed nothing"
+    );
+    let outside = (diff.sum_all().unwrap().to_scalar::<f32>().unwrap()
+        - inside.sum_all().unwrap().to_scalar::<f32>().unwrap())
+    .abs();
+    assert!(
+        outside < 1e-6,
+        "cells outside the box changed by {outside} in all"
+    );
+
+    let same = with_region(&plain_req.base.prompt);
+    let err = max_abs(&(&same - &plain).unwrap());
+    assert!(
+        err < 1e-5,
+        "a region with the main prompt changed the result by {err}"
+    );
+}
+
+#[test]
+fn bad_regions_are_refused_with_the_fix() {
+    let model = load();
+    let req = |left, width| PanoramaRequest {
+        regions: vec![RegionPrompt {
+            prompt: "a cat".into(),
+            left,
+            top: 0,
+            width,
+            height: 32,
+        }],
+        ..small_request(&model, 128, 1)
+    };
+    let err = |r: PanoramaRequest| {
+        model
+            .panorama(&r, &mut |_, _| {})
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let e = err(req(100, 40));
+    assert!(
+        e.contains("region `a cat`") && e.contains("multiple of 8"),
+        "{e}"
+    );
+    let e = err(req(96, 40));
+    assert!(e.contains("inside the 128x64 canvas"), "{e}");
+    let e = err(req(0, 0));
+    assert!(e.contains("non-empty"), "{e}");
 }

@@ -22,7 +22,13 @@
 //! - With several images per prompt, diffusers interleaves the doubled view batch
 //!   (`repeat_interleave`) against non-interleaved prompt embeddings, pairing images with the wrong
 //!   half of the guidance; Pigment pairs each image with its own [uncond; cond] rows.
-//! - Circular padding (diffusers' `circular_padding`) and region prompts are not implemented.
+//! - Circular padding (diffusers' `circular_padding`) is not implemented.
+//!
+//! Region prompts (the paper's section 4.2, "region-based text-to-image" with tight masks, eq. 5
+//! with binary masks W_i): each [`RegionPrompt`] is denoised in every window its box touches,
+//! with its own prompt and its own samplers, and enters the per-cell weighted mean only inside
+//! its box; the main prompt covers the whole canvas (the paper's background). diffusers' core
+//! has no region pipeline to compare with; the paper's bootstrapping phase is not implemented.
 
 use std::time::Instant;
 
@@ -47,6 +53,52 @@ pub struct PanoramaRequest {
     pub stride: usize,
     /// Windows denoised in one UNet call (diffusers' `view_batch_size`).
     pub view_batch_size: usize,
+    /// Extra prompts, each over a box of the canvas (empty: a plain panorama).
+    pub regions: Vec<RegionPrompt>,
+}
+
+/// A prompt that applies inside a box of the canvas, in pixels (multiples of the VAE factor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionPrompt {
+    pub prompt: String,
+    pub left: usize,
+    pub top: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl RegionPrompt {
+    /// The box in latent cells, checked against a `width` x `height` pixel canvas.
+    fn cells(&self, factor: usize, width: usize, height: usize) -> Result<View> {
+        let fields = [
+            ("left", self.left),
+            ("top", self.top),
+            ("width", self.width),
+            ("height", self.height),
+        ];
+        if let Some((name, value)) = fields.iter().find(|(_, v)| v % factor != 0) {
+            return Err(Error::invalid(format!(
+                "region `{}`: {name} {value} is not a multiple of {factor} (the VAE's scale factor)",
+                self.prompt
+            )));
+        }
+        if self.width == 0
+            || self.height == 0
+            || self.left + self.width > width
+            || self.top + self.height > height
+        {
+            return Err(Error::invalid(format!(
+                "region `{}`: the box {}x{} at ({}, {}) must be non-empty and inside the {width}x{height} canvas",
+                self.prompt, self.width, self.height, self.left, self.top
+            )));
+        }
+        Ok(View {
+            top: self.top / factor,
+            left: self.left / factor,
+            height: self.height / factor,
+            width: self.width / factor,
+        })
+    }
 }
 
 impl PanoramaRequest {
@@ -59,6 +111,7 @@ impl PanoramaRequest {
             window,
             stride: (window / 8).max(1),
             view_batch_size: 1,
+            regions: Vec::new(),
         }
     }
 
@@ -82,6 +135,9 @@ impl PanoramaRequest {
             self.window,
             self.stride,
         )?;
+        for region in &self.regions {
+            region.cells(factor, self.base.width, self.base.height)?;
+        }
         if self.view_batch_size == 0 {
             return Err(Error::invalid(
                 "view batch size 0: at least one window per UNet call is needed (1 is diffusers' default)",
@@ -160,6 +216,22 @@ fn crop(latents: &Tensor, view: &View) -> Result<Tensor> {
         .narrow(3, view.left, view.width)?)
 }
 
+fn overlaps(a: &View, b: &View) -> bool {
+    a.top < b.top + b.height
+        && b.top < a.top + a.height
+        && a.left < b.left + b.width
+        && b.left < a.left + a.width
+}
+
+/// One UNet call per step: a batch of windows under one prompt, with its own sampler state.
+struct Job {
+    views: Vec<View>,
+    context: Tensor,
+    sampler: Box<dyn Sampler>,
+    /// The region's binary mask on the canvas ([1, 1, H, W]); None for the main prompt.
+    mask: Option<Tensor>,
+}
+
 impl StableDiffusion {
     /// Generate a panorama (or any canvas larger than the model's window) with MultiDiffusion.
     pub fn panorama(&self, req: &PanoramaRequest, progress: Progress) -> Result<Txt2ImgOutput> {
@@ -169,62 +241,88 @@ impl StableDiffusion {
         let factor = self.vae_scale_factor();
         let (height, width) = (base.height / factor, base.width / factor);
         let views = views(height, width, req.window, req.stride)?;
-        let batches: Vec<&[View]> = views.chunks(req.view_batch_size).collect();
         let options = SamplerOptions {
             steps: base.steps,
             karras: base.karras,
             eta: base.eta,
             ..SamplerOptions::default()
         };
-        // One sampler per view batch: diffusers' `views_scheduler_status`.
-        let mut samplers = batches
-            .iter()
-            .map(|_| build_sampler(base.sampler, &self.scheduler_config, &options))
-            .collect::<Result<Vec<Box<dyn Sampler>>>>()?;
         let do_cfg = guidance::guidance_enabled(base.cfg_scale);
-
-        let cond = self.encode_prompts(&[&base.prompt], base.clip_skip)?;
+        let batch = base.batch_size;
         let uncond = if do_cfg {
             Some(self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?)
         } else {
             None
         };
         // Conditioning for `rows` window crops: [uncond x rows; cond x rows] when guiding.
-        let context_for = |rows: usize| -> Result<Tensor> {
-            let cond = repeat_rows(&cond, rows)?;
+        let context_for = |cond: &Tensor, rows: usize| -> Result<Tensor> {
+            let cond = repeat_rows(cond, rows)?;
             match &uncond {
                 Some(u) => Ok(Tensor::cat(&[repeat_rows(u, rows)?, cond], 0)?),
                 None => Ok(cond),
             }
         };
-        let batch = base.batch_size;
-        let contexts = batches
-            .iter()
-            .map(|b| context_for(b.len() * batch))
-            .collect::<Result<Vec<_>>>()?;
+        // The main prompt over every window, then each region over the windows its box touches;
+        // one sampler per view batch (diffusers' `views_scheduler_status`).
+        let mut prompts = vec![(base.prompt.as_str(), None)];
+        for region in &req.regions {
+            let cells = region.cells(factor, base.width, base.height)?;
+            prompts.push((region.prompt.as_str(), Some(cells)));
+        }
+        let mut jobs = Vec::new();
+        for (prompt, cells) in prompts {
+            let cond = self.encode_prompts(&[prompt], base.clip_skip)?;
+            let mask = match cells {
+                Some(c) => {
+                    let ones = Tensor::ones((1, 1, c.height, c.width), self.dtype, &self.device)?;
+                    Some(place(&ones, &c, height, width)?)
+                }
+                None => None,
+            };
+            let touched: Vec<View> = views
+                .iter()
+                .filter(|v| cells.is_none_or(|c| overlaps(v, &c)))
+                .copied()
+                .collect();
+            for chunk in touched.chunks(req.view_batch_size) {
+                jobs.push(Job {
+                    views: chunk.to_vec(),
+                    context: context_for(&cond, chunk.len() * batch)?,
+                    sampler: build_sampler(base.sampler, &self.scheduler_config, &options)?,
+                    mask: mask.clone(),
+                });
+            }
+        }
 
         let shape = [batch, self.vae.config().latent_channels, height, width];
         let mut rng = TorchGenerator::new(base.seed);
         let noise = rng.randn_tensor(&shape, &self.device)?;
-        let mut latents = (noise * samplers[0].init_noise_sigma())?.to_dtype(self.dtype)?;
+        let mut latents = (noise * jobs[0].sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
 
-        // How many windows cover each cell: the denominator of eq. 5's per-cell mean.
+        // The per-cell weight of eq. 5: how many windows (times their region masks) cover it.
         let ones = Tensor::ones(
             (batch, shape[1], req.window, req.window),
             self.dtype,
             &self.device,
         )?;
         let mut count = Tensor::zeros(&shape, self.dtype, &self.device)?;
-        for view in &views {
-            count = (count + place(&ones, view, height, width)?)?;
+        for job in &jobs {
+            for view in &job.views {
+                let placed = place(&ones, view, height, width)?;
+                count = match &job.mask {
+                    Some(m) => (count + placed.broadcast_mul(m)?)?,
+                    None => (count + placed)?,
+                };
+            }
         }
 
-        let timesteps = samplers[0].timesteps().to_vec();
+        let timesteps = jobs[0].sampler.timesteps().to_vec();
         let total = timesteps.len();
         for (i, &t) in timesteps.iter().enumerate() {
             let mut value = Tensor::zeros(&shape, self.dtype, &self.device)?;
-            for ((views, sampler), context) in batches.iter().zip(&mut samplers).zip(&contexts) {
-                let crops = views
+            for job in &mut jobs {
+                let crops = job
+                    .views
                     .iter()
                     .map(|v| crop(&latents, v))
                     .collect::<Result<Vec<_>>>()?;
@@ -234,17 +332,20 @@ impl StableDiffusion {
                 } else {
                     x.clone()
                 };
-                let model_input = sampler.scale_model_input(&model_input, i)?;
-                let prediction = self.unet.forward(&model_input, t, context)?;
+                let model_input = job.sampler.scale_model_input(&model_input, i)?;
+                let prediction = self.unet.forward(&model_input, t, &job.context)?;
                 let prediction = if do_cfg {
                     guidance::combine(&prediction, base.cfg_scale)?
                 } else {
                     prediction
                 };
-                let stepped = sampler.step(&prediction, i, &x, &mut rng)?;
-                for (k, view) in views.iter().enumerate() {
-                    let one = stepped.narrow(0, k * batch, batch)?;
-                    value = (value + place(&one, view, height, width)?)?;
+                let stepped = job.sampler.step(&prediction, i, &x, &mut rng)?;
+                for (k, view) in job.views.iter().enumerate() {
+                    let placed = place(&stepped.narrow(0, k * batch, batch)?, view, height, width)?;
+                    value = match &job.mask {
+                        Some(m) => (value + placed.broadcast_mul(m)?)?,
+                        None => (value + placed)?,
+                    };
                 }
             }
             latents = (value / &count)?;
@@ -257,7 +358,7 @@ impl StableDiffusion {
         Ok(Txt2ImgOutput {
             decoded,
             latents: latents.to_dtype(DType::F32)?,
-            evaluations: total * batches.len(),
+            evaluations: total * jobs.len(),
             sampling_time,
             decode_time: decode_start.elapsed(),
         })
