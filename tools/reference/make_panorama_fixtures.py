@@ -21,7 +21,9 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     StableDiffusionPanoramaPipeline,
     StableDiffusionPipeline,
 )
@@ -34,19 +36,25 @@ SAMPLERS = {
     "euler": (EulerDiscreteScheduler, {}),
     "ddim": (DDIMScheduler, {}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}),
 }
 
 
 def cases():
     out = []
     for height, width in [(64, 192), (128, 128)]:
-        for sampler in SAMPLERS:
+        for sampler in ["euler", "ddim", "dpmpp_2m"]:
             out.append(dict(sampler=sampler, height=height, width=width))
     # Several views per UNet call: the same numbers for these samplers, one scheduler per batch.
     out[-1]["view_batch"] = 4
     out[1]["view_batch"] = 2
+    # Latents only (the images would pass the size budget): noise drawn per view batch in
+    # diffusers' order (Euler a), and Heun's two-stage state kept per view batch.
+    out.append(dict(sampler="euler_a", height=64, width=192, image=False))
+    out.append(dict(sampler="heun", height=64, width=192, view_batch=2, image=False))
     defaults = dict(prompt="a red star above a small green square", negative="", steps=5, cfg=7.5,
-                    seed=42, window=8, stride=4, view_batch=1)
+                    seed=42, window=8, stride=4, view_batch=1, image=True)
     result = []
     for i, c in enumerate(out):
         c = {**defaults, **c}
@@ -89,7 +97,8 @@ def main():
             image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
             image = pipe.image_processor.postprocess(image, output_type="np")
         tensors[c["id"] + ".latents"] = latents.contiguous()
-        tensors[c["id"] + ".image"] = torch.from_numpy((image[0] * 255).round().astype(np.uint8)).contiguous()
+        if c["image"]:
+            tensors[c["id"] + ".image"] = torch.from_numpy((image[0] * 255).round().astype(np.uint8)).contiguous()
         print(c["id"], c["sampler"], c["height"], c["width"], len(get_views(c["height"], c["width"])), "views",
               float(latents.abs().mean()))
     save_file(tensors, os.path.join(OUT, "outputs.safetensors"))
