@@ -139,6 +139,23 @@ impl Module for Conv2d {
             {
                 x.contiguous()?.apply_op2_no_bwd(&fast.taps, fast.as_ref())
             }
+            // Training on the CPU: the same kernel with GEMM gradients (conv2d_train.rs).
+            _ if matches!(x.device(), Device::Cpu)
+                && x.dtype() == DType::F32
+                && self.weight.dtype() == DType::F32
+                && FAST_CONV.load(Ordering::Relaxed) =>
+            {
+                let y = super::conv2d_train::conv2d_differentiable(
+                    x,
+                    &self.weight,
+                    self.stride,
+                    self.padding,
+                )?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+                    None => Ok(y),
+                }
+            }
             _ => self.forward_reference(x),
         }
     }
