@@ -53,8 +53,14 @@ def cases():
     # diffusers' order (Euler a), and Heun's two-stage state kept per view batch.
     out.append(dict(sampler="euler_a", height=64, width=192, image=False))
     out.append(dict(sampler="heun", height=64, width=192, view_batch=2, image=False))
+    # Circular padding: wrapped views, decoded with decode_latents_with_padding. (Its image takes
+    # the place of case01's in the size budget.)
+    out[1]["image"] = False
+    out.append(dict(sampler="euler", height=64, width=192, circular=True))
+    out.append(dict(sampler="dpmpp_2m", height=64, width=192, view_batch=3, circular=True, image=False))
     defaults = dict(prompt="a red star above a small green square", negative="", steps=5, cfg=7.5,
-                    seed=42, window=8, stride=4, view_batch=1, image=True)
+                    seed=42, window=8, stride=4, view_batch=1, image=True,
+                    circular=False)
     result = []
     for i, c in enumerate(out):
         c = {**defaults, **c}
@@ -91,15 +97,19 @@ def main():
                 height=c["height"],
                 width=c["width"],
                 view_batch_size=c["view_batch"],
+                circular_padding=c["circular"],
                 generator=torch.Generator("cpu").manual_seed(c["seed"]),
                 output_type="latent",
             ).images
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            if c["circular"]:
+                image = pipe.decode_latents_with_padding(latents)
+            else:
+                image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
             image = pipe.image_processor.postprocess(image, output_type="np")
         tensors[c["id"] + ".latents"] = latents.contiguous()
         if c["image"]:
             tensors[c["id"] + ".image"] = torch.from_numpy((image[0] * 255).round().astype(np.uint8)).contiguous()
-        print(c["id"], c["sampler"], c["height"], c["width"], len(get_views(c["height"], c["width"])), "views",
+        print(c["id"], c["sampler"], c["height"], c["width"], len(get_views(c["height"], c["width"], circular_padding=c["circular"])), "views",
               float(latents.abs().mean()))
     save_file(tensors, os.path.join(OUT, "outputs.safetensors"))
     with open(os.path.join(OUT, "cases.json"), "w") as f:

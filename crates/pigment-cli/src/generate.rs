@@ -101,6 +101,10 @@ pub struct GenerateArgs {
     /// 8), e.g. "0,0,256,512:a red barn"; the main prompt covers the rest. Repeatable.
     #[arg(long = "region", value_name = "BOX:PROMPT")]
     pub regions: Vec<String>,
+    /// MultiDiffusion: wrap the windows around the left and right edges, for a seamless
+    /// 360-degree panorama (diffusers' circular_padding).
+    #[arg(long)]
+    pub circular: bool,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -152,10 +156,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .map(|r| parse_region(r))
         .collect::<Result<Vec<_>>>()?;
     if args.init_image.is_some()
-        && (args.window.is_some() || args.stride.is_some() || !regions.is_empty())
+        && (args.window.is_some() || args.stride.is_some() || args.circular || !regions.is_empty())
     {
         anyhow::bail!(
-            "--window/--stride/--region (MultiDiffusion) are text-to-image only: drop --init-image"
+            "--window/--stride/--region/--circular (MultiDiffusion) are text-to-image only: drop --init-image"
         );
     }
     let mask = match &args.mask {
@@ -232,8 +236,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         init_image,
         strength,
     });
-    let panorama = panorama_request(&args, &model, &request, img2img.is_some())
-        .map(|req| PanoramaRequest { regions, ..req });
+    let panorama =
+        panorama_request(&args, &model, &request, img2img.is_some()).map(|req| PanoramaRequest {
+            regions,
+            circular: args.circular,
+            ..req
+        });
     let inpaint = match (mask, &img2img) {
         (Some(mask), Some(image)) => Some(InpaintRequest {
             image: image.clone(),
@@ -348,7 +356,8 @@ fn panorama_request(
     let (height, width) = (request.height / factor, request.width / factor);
     let defaults = PanoramaRequest::new(request.clone(), model);
     let larger = height > defaults.window || width > defaults.window;
-    let asked = args.window.is_some() || args.stride.is_some() || !args.regions.is_empty();
+    let asked =
+        args.window.is_some() || args.stride.is_some() || args.circular || !args.regions.is_empty();
     if img2img || !(larger || asked) {
         return None;
     }

@@ -97,6 +97,34 @@ fn panorama_png_matches_diffusers() {
 }
 
 #[test]
+fn circular_panorama_png_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("round.png");
+    // case08 of tests/fixtures/panorama: as case00 with circular_padding=True (6 wrapped views).
+    let run = generate(
+        &out,
+        &[
+            "--width",
+            "192",
+            "--height",
+            "64",
+            "--window",
+            "8",
+            "--stride",
+            "4",
+            "--circular",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
+    assert!(params.contains("window 8, stride 4, circular"), "{params}");
+    let got = image::open(&out).unwrap().to_rgb8();
+    // Same bar as the library's parity test: within 2/255 per pixel.
+    let worst = max_diff(got.as_raw(), &fixture_image("case08.image"));
+    assert!(worst <= 2, "pixels differ from diffusers by up to {worst}");
+}
+
+#[test]
 fn a_size_beyond_the_native_one_turns_multidiffusion_on() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("auto.png");

@@ -3,7 +3,8 @@
 //! (8x24 and 16x16 latent cells) with window 8 and stride 4, samplers Euler, DDIM and DPM++ 2M
 //! (multistep: each view batch keeps its own history), one and several views per UNet call; and,
 //! latents only, Euler a (noise drawn per view batch in diffusers' order) and Heun (its two-stage
-//! state kept per view batch).
+//! state kept per view batch); circular padding (views wrapping past the right edge, decoded with
+//! diffusers' decode_latents_with_padding).
 //!
 //! Tolerances (txt2img_parity's): final 8-bit images within 2/255 per pixel; final latents within
 //! 2e-3 max abs relative to max(1, max |reference|).
@@ -32,6 +33,8 @@ struct Case {
     view_batch: usize,
     /// Whether the fixture holds the decoded image too (else latents only).
     image: bool,
+    /// diffusers' `circular_padding` (wrapped views, padded decode).
+    circular: bool,
 }
 
 fn fixtures() -> PathBuf {
@@ -64,6 +67,7 @@ fn request(case: &Case) -> PanoramaRequest {
         stride: case.stride,
         view_batch_size: case.view_batch,
         regions: Vec::new(),
+        circular: case.circular,
     }
 }
 
@@ -97,8 +101,13 @@ fn panoramas_match_diffusers() {
         };
 
         let what = format!(
-            "{} {} {}x{} view batch {}: latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",
-            case.id, case.sampler, case.width, case.height, case.view_batch
+            "{} {} {}x{} view batch {}{}: latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",
+            case.id,
+            case.sampler,
+            case.width,
+            case.height,
+            case.view_batch,
+            if case.circular { " circular" } else { "" }
         );
         println!("{what}");
         if latent_err > 2e-3 || pixel_err > 2.0 {
@@ -155,6 +164,7 @@ fn bad_panorama_requests_are_refused_with_the_fix() {
         stride,
         view_batch_size: 1,
         regions: Vec::new(),
+        circular: false,
     };
     let err = |r: PanoramaRequest| {
         model

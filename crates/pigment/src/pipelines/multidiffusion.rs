@@ -22,7 +22,11 @@
 //! - With several images per prompt, diffusers interleaves the doubled view batch
 //!   (`repeat_interleave`) against non-interleaved prompt embeddings, pairing images with the wrong
 //!   half of the guidance; Pigment pairs each image with its own [uncond; cond] rows.
-//! - Circular padding (diffusers' `circular_padding`) is not implemented.
+//! - Circular padding (diffusers' `circular_padding`, a horizontally seamless 360-degree
+//!   panorama) wraps views past the right edge as diffusers does and decodes with 8 latent
+//!   columns wrapped onto each side (`decode_latents_with_padding`); diffusers' accumulation of a
+//!   wrapped view indexes the view by canvas rows, which works only for a single row of windows,
+//!   and Pigment wraps views in any row.
 //!
 //! Region prompts (the paper's section 4.2, "region-based text-to-image" with tight masks, eq. 5
 //! with binary masks W_i): each [`RegionPrompt`] is denoised in every window its box touches,
@@ -55,6 +59,9 @@ pub struct PanoramaRequest {
     pub view_batch_size: usize,
     /// Extra prompts, each over a box of the canvas (empty: a plain panorama).
     pub regions: Vec<RegionPrompt>,
+    /// Wrap windows around the left/right edges: a seamless 360-degree panorama (diffusers'
+    /// `circular_padding`).
+    pub circular: bool,
 }
 
 /// A prompt that applies inside a box of the canvas, in pixels (multiples of the VAE factor).
@@ -112,6 +119,7 @@ impl PanoramaRequest {
             stride: (window / 8).max(1),
             view_batch_size: 1,
             regions: Vec::new(),
+            circular: false,
         }
     }
 
@@ -120,7 +128,12 @@ impl PanoramaRequest {
         let mut params = self.base.parameters(model_name);
         params.extra.push((
             "MultiDiffusion".into(),
-            format!("window {}, stride {}", self.window, self.stride),
+            format!(
+                "window {}, stride {}{}",
+                self.window,
+                self.stride,
+                if self.circular { ", circular" } else { "" }
+            ),
         ));
         params
     }
@@ -129,11 +142,12 @@ impl PanoramaRequest {
     pub fn validate(&self, model: &StableDiffusion) -> Result<()> {
         self.base.validate(model)?;
         let factor = model.vae_scale_factor();
-        views(
+        views_with(
             self.base.height / factor,
             self.base.width / factor,
             self.window,
             self.stride,
+            self.circular,
         )?;
         for region in &self.regions {
             region.cells(factor, self.base.width, self.base.height)?;
@@ -170,6 +184,19 @@ fn starts(len: usize, window: usize, stride: usize) -> Vec<usize> {
 /// The windows covering a `height` x `width` latent canvas, row by row as diffusers' `get_views`
 /// lists them (its mappings F_i, eq. 7 of the paper). Every cell is covered by at least one.
 pub fn views(height: usize, width: usize, window: usize, stride: usize) -> Result<Vec<View>> {
+    views_with(height, width, window, stride, false)
+}
+
+/// [`views`], or with `circular` diffusers' wrapping columns: `width // stride` windows (one if
+/// the canvas is no wider than the window), the last ones running past the right edge onto the
+/// left.
+pub fn views_with(
+    height: usize,
+    width: usize,
+    window: usize,
+    stride: usize,
+    circular: bool,
+) -> Result<Vec<View>> {
     if window == 0 {
         return Err(Error::invalid(
             "--window 0: the window must be at least one latent cell (the model's native latent size, e.g. 64 for SD 1.x, is best)",
@@ -188,7 +215,11 @@ pub fn views(height: usize, width: usize, window: usize, stride: usize) -> Resul
         )));
     }
     let rows = starts(height, window, stride);
-    let cols = starts(width, window, stride);
+    let cols = if circular && width > window {
+        (0..width / stride).map(|k| k * stride).collect()
+    } else {
+        starts(width, window, stride)
+    };
     Ok(rows
         .iter()
         .flat_map(|&top| {
@@ -202,25 +233,52 @@ pub fn views(height: usize, width: usize, window: usize, stride: usize) -> Resul
         .collect())
 }
 
+/// The canvas columns of `view` as (start, len) spans: one, or two when it wraps past the right
+/// edge of a `width`-cell canvas (circular panoramas).
+fn spans(view: &View, width: usize) -> Vec<(usize, usize)> {
+    if view.left + view.width <= width {
+        vec![(view.left, view.width)]
+    } else {
+        let first = width - view.left;
+        vec![(view.left, first), (0, view.width - first)]
+    }
+}
+
 /// `t` ([B, C, h, w], the content of `view`) placed on a zero canvas of `height` x `width` cells.
 fn place(t: &Tensor, view: &View, height: usize, width: usize) -> Result<Tensor> {
-    Ok(
-        t.pad_with_zeros(2, view.top, height - view.top - view.height)?
-            .pad_with_zeros(3, view.left, width - view.left - view.width)?,
-    )
+    let mut offset = 0;
+    let mut out: Option<Tensor> = None;
+    for (start, len) in spans(view, width) {
+        let part = t
+            .narrow(3, offset, len)?
+            .pad_with_zeros(2, view.top, height - view.top - view.height)?
+            .pad_with_zeros(3, start, width - start - len)?;
+        offset += len;
+        out = Some(match out {
+            Some(o) => (o + part)?,
+            None => part,
+        });
+    }
+    out.ok_or_else(|| Error::invalid("an empty MultiDiffusion view"))
 }
 
+/// The latents under `view`, wrapping past the right edge as diffusers' circular padding does.
 fn crop(latents: &Tensor, view: &View) -> Result<Tensor> {
-    Ok(latents
-        .narrow(2, view.top, view.height)?
-        .narrow(3, view.left, view.width)?)
+    let rows = latents.narrow(2, view.top, view.height)?;
+    let parts = spans(view, latents.dim(3)?)
+        .into_iter()
+        .map(|(start, len)| rows.narrow(3, start, len))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 3)?)
 }
 
-fn overlaps(a: &View, b: &View) -> bool {
-    a.top < b.top + b.height
-        && b.top < a.top + a.height
-        && a.left < b.left + b.width
-        && b.left < a.left + a.width
+/// Whether `view` (possibly wrapping) touches the region box `b`.
+fn overlaps(view: &View, b: &View, width: usize) -> bool {
+    view.top < b.top + b.height
+        && b.top < view.top + view.height
+        && spans(view, width)
+            .iter()
+            .any(|&(start, len)| start < b.left + b.width && b.left < start + len)
 }
 
 /// One UNet call per step: a batch of windows under one prompt, with its own sampler state.
@@ -240,7 +298,7 @@ impl StableDiffusion {
         let start = Instant::now();
         let factor = self.vae_scale_factor();
         let (height, width) = (base.height / factor, base.width / factor);
-        let views = views(height, width, req.window, req.stride)?;
+        let views = views_with(height, width, req.window, req.stride, req.circular)?;
         let options = SamplerOptions {
             steps: base.steps,
             karras: base.karras,
@@ -281,7 +339,7 @@ impl StableDiffusion {
             };
             let touched: Vec<View> = views
                 .iter()
-                .filter(|v| cells.is_none_or(|c| overlaps(v, &c)))
+                .filter(|v| cells.is_none_or(|c| overlaps(v, &c, width)))
                 .copied()
                 .collect();
             for chunk in touched.chunks(req.view_batch_size) {
@@ -354,7 +412,23 @@ impl StableDiffusion {
 
         let sampling_time = start.elapsed();
         let decode_start = Instant::now();
-        let decoded = self.decode_latents(&latents)?;
+        let decoded = if req.circular {
+            // diffusers' decode_latents_with_padding: wrap 8 latent columns onto each side so
+            // that the decoder sees the seam from both sides, then cut them off.
+            let pad = width.min(8);
+            let padded = Tensor::cat(
+                &[
+                    &latents.narrow(3, width - pad, pad)?,
+                    &latents,
+                    &latents.narrow(3, 0, pad)?,
+                ],
+                3,
+            )?;
+            self.decode_latents(&padded)?
+                .narrow(3, pad * factor, width * factor)?
+        } else {
+            self.decode_latents(&latents)?
+        };
         Ok(Txt2ImgOutput {
             decoded,
             latents: latents.to_dtype(DType::F32)?,
@@ -413,6 +487,49 @@ mod tests {
         );
         let v = views(8, 8, 8, 3).unwrap();
         assert_eq!(starts_of(&v), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn circular_views_wrap_and_crop_place_round_trip() {
+        // get_views(64, 192, 8, 4, circular_padding=True): 24 // 4 = 6 columns.
+        let v = views_with(8, 24, 8, 4, true).unwrap();
+        let lefts: Vec<usize> = v.iter().map(|v| v.left).collect();
+        assert_eq!(lefts, vec![0, 4, 8, 12, 16, 20]);
+        assert_eq!(spans(&v[5], 24), vec![(20, 4), (0, 4)]);
+        let canvas = Tensor::arange(0f32, 24.0, &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 24))
+            .unwrap()
+            .repeat((1, 1, 8, 1))
+            .unwrap();
+        let c = crop(&canvas, &v[5]).unwrap();
+        let row: Vec<f32> = c
+            .narrow(2, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(row, vec![20., 21., 22., 23., 0., 1., 2., 3.]);
+        let back = place(&c, &v[5], 8, 24).unwrap();
+        let row: Vec<f32> = back
+            .narrow(2, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = (0..24)
+            .map(|i| if !(4..20).contains(&i) { i as f32 } else { 0.0 })
+            .collect();
+        assert_eq!(row, want);
+        let region = View {
+            top: 0,
+            left: 1,
+            height: 2,
+            width: 2,
+        };
+        assert!(overlaps(&v[5], &region, 24) && !overlaps(&v[2], &region, 24));
     }
 
     #[test]
