@@ -89,9 +89,13 @@ pub struct GenerateArgs {
     /// 2*int(2.5*N+0.5)+1; A1111's UI default is 4); it rounds the mask's corners.
     #[arg(long, value_name = "N")]
     pub mask_blur: Option<f64>,
-    /// MultiDiffusion panorama (Bar-Tal 2023): window side in latent cells (pixels / 8) [default:
-    /// the model's native size, 64 for SD 1.x]. Used, with diffusers' defaults, whenever
-    /// --width or --height exceeds the native size; giving it forces MultiDiffusion on.
+    /// MultiDiffusion panorama (Bar-Tal 2023) with diffusers' defaults: windows of the model's
+    /// native size, stride an eighth of it. Without this (or --window, --stride, --region,
+    /// --circular), any size is plain txt2img, exactly as diffusers' StableDiffusionPipeline.
+    #[arg(long)]
+    pub panorama: bool,
+    /// MultiDiffusion: window side in latent cells (pixels / 8) [default: the model's native
+    /// size, 64 for SD 1.x]; implies --panorama.
     #[arg(long, value_name = "N")]
     pub window: Option<usize>,
     /// MultiDiffusion: step between windows in latent cells [default: window / 8].
@@ -156,7 +160,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .map(|r| parse_region(r))
         .collect::<Result<Vec<_>>>()?;
     if args.init_image.is_some()
-        && (args.window.is_some() || args.stride.is_some() || args.circular || !regions.is_empty())
+        && (args.panorama
+            || args.window.is_some()
+            || args.stride.is_some()
+            || args.circular
+            || !regions.is_empty())
     {
         anyhow::bail!(
             "--window/--stride/--region/--circular (MultiDiffusion) are text-to-image only: drop --init-image"
@@ -343,9 +351,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The MultiDiffusion request, when --window/--stride is given or the txt2img size exceeds the
-/// model's native latent size; the default window is that size (shrunk to fit a smaller side)
-/// and the default stride an eighth of the window, as diffusers' panorama pipeline.
+/// The MultiDiffusion request, when --panorama, --window, --stride, --region or --circular asks
+/// for it (a large size alone stays plain txt2img, as diffusers does it); the default window is
+/// the native latent size (shrunk to fit a smaller side) and the default stride an eighth of
+/// the window, as diffusers' panorama pipeline.
 fn panorama_request(
     args: &GenerateArgs,
     model: &StableDiffusion,
@@ -355,10 +364,12 @@ fn panorama_request(
     let factor = model.vae_scale_factor();
     let (height, width) = (request.height / factor, request.width / factor);
     let defaults = PanoramaRequest::new(request.clone(), model);
-    let larger = height > defaults.window || width > defaults.window;
-    let asked =
-        args.window.is_some() || args.stride.is_some() || args.circular || !args.regions.is_empty();
-    if img2img || !(larger || asked) {
+    let asked = args.panorama
+        || args.window.is_some()
+        || args.stride.is_some()
+        || args.circular
+        || !args.regions.is_empty();
+    if img2img || !asked {
         return None;
     }
     let window = args

@@ -125,10 +125,10 @@ fn circular_panorama_png_matches_diffusers() {
 }
 
 #[test]
-fn a_size_beyond_the_native_one_turns_multidiffusion_on() {
+fn panorama_flag_turns_multidiffusion_on_and_a_large_size_alone_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("auto.png");
-    let run = generate(&out, &["--width", "128", "--height", "64"]);
+    let run = generate(&out, &["--width", "128", "--height", "64", "--panorama"]);
     assert!(run.status.success(), "{}", stderr(&run));
     // Window = native 8 cells, stride 8 / 8 = 1: (16 - 8) / 1 + 1 = 9 views, 5 steps each.
     assert!(
@@ -139,9 +139,9 @@ fn a_size_beyond_the_native_one_turns_multidiffusion_on() {
     let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
     assert!(params.contains("window 8, stride 1"), "{params}");
 
-    // The native size stays plain txt2img.
+    // Without a MultiDiffusion flag a larger size is plain txt2img, as in diffusers.
     let plain = dir.path().join("plain.png");
-    let run = generate(&plain, &["--width", "64", "--height", "64"]);
+    let run = generate(&plain, &["--width", "128", "--height", "64"]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(!stderr(&run).contains("MultiDiffusion"), "{}", stderr(&run));
 }
