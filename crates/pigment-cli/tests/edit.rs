@@ -4,25 +4,11 @@
 //! result, and bad input gets a clear error (exit code 1, no panic, no output file): a
 //! 4-channel model, an image whose size is not a multiple of 8, a missing image.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use std::path::Path;
+use std::process::Output;
 
 /// tiny-sd1 with its unet replaced by tests/fixtures/pix2pix/unet8, under `dir`.
 fn pix2pix_model(dir: &Path) -> String {
@@ -63,40 +49,7 @@ fn edit(image: &str, model: &str, out: &Path, extra: &[&str]) -> Output {
         "euler",
     ];
     args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_pigment"))
-        .args(&args)
-        .env_remove("PIGMENT_MODEL")
-        .output()
-        .expect("run pigment")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_clean_error(run: &Output, out: &Path, needle: &str) {
-    let err = stderr(run);
-    assert_eq!(run.status.code(), Some(1), "expected exit 1, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic on bad input: {err}");
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!out.exists(), "an output was written despite the error");
-}
-
-/// The raw bytes of one U8 tensor of tests/fixtures/pix2pix/outputs.safetensors.
-fn fixture_tensor_bytes(name: &str) -> Vec<u8> {
-    let file = std::fs::read(fixtures().join("pix2pix/outputs.safetensors")).unwrap();
-    let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + header_len]).unwrap();
-    let entry = &header[name];
-    assert_eq!(entry["dtype"], "U8", "{name}");
-    let offsets = entry["data_offsets"].as_array().unwrap();
-    let (start, end) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
-    file[8 + header_len + start as usize..8 + header_len + end as usize].to_vec()
-}
-
-fn max_diff(a: &[u8], b: &[u8]) -> u8 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y)).max().unwrap()
+    pigment(&args)
 }
 
 #[test]
@@ -118,7 +71,7 @@ fn edit_png_matches_diffusers_and_image_cfg_changes_it() {
         assert!(params.contains(field), "`{field}` missing from {params}");
     }
     let got = image::open(&out).unwrap().to_rgb8();
-    let want = fixture_tensor_bytes("case03.image");
+    let want = fixture_u8_tensor("pix2pix", "case03.image");
     // Same bar as the library's parity test: within 2/255 per pixel.
     let worst = max_diff(got.as_raw(), &want);
     assert!(worst <= 2, "pixels differ from diffusers by up to {worst}");
@@ -128,7 +81,7 @@ fn edit_png_matches_diffusers_and_image_cfg_changes_it() {
     let run = edit(&init(), &model, &other, &["--image-cfg", "1.0"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let got = image::open(&other).unwrap().to_rgb8();
-    let worst = max_diff(got.as_raw(), &fixture_tensor_bytes("case04.image"));
+    let worst = max_diff(got.as_raw(), &fixture_u8_tensor("pix2pix", "case04.image"));
     assert!(
         worst <= 2,
         "--image-cfg 1: pixels differ from diffusers by up to {worst}"

@@ -2,64 +2,19 @@
 //! diffusers' StableDiffusionImg2ImgPipeline (the library's parity fixture), its metadata records
 //! the strength, and bad input gets a clear error (exit code 1, no panic, no output file).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+/// `pigment generate` on tiny-sd1 as the fixtures ran it, with `extra` flags.
+fn generate(out: &Path, extra: &[&str]) -> Output {
+    generate_on_tiny_sd1(out, &[&["--steps", "5"][..], extra].concat())
 }
+
+use std::path::Path;
+use std::process::Output;
 
 fn init_png() -> String {
     fixtures().join("img2img/init.png").display().to_string()
-}
-
-/// `pigment generate` on tiny-sd1 writing to `out`, with `extra` flags.
-fn generate(out: &Path, extra: &[&str]) -> Output {
-    let model = fixtures().join("models/tiny-sd1").display().to_string();
-    let out = out.display().to_string();
-    let mut args = vec![
-        "generate",
-        "a red star above a small green square",
-        "--model",
-        &model,
-        "--out",
-        &out,
-        "--steps",
-        "5",
-        "--seed",
-        "42",
-    ];
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_pigment"))
-        .args(&args)
-        .env_remove("PIGMENT_MODEL")
-        .output()
-        .expect("run pigment")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_clean_error(run: &Output, out: &Path, needle: &str) {
-    let err = stderr(run);
-    assert_eq!(run.status.code(), Some(1), "expected exit 1, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic on bad input: {err}");
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!out.exists(), "an output was written despite the error");
-}
-
-/// The raw bytes of one tensor of tests/fixtures/img2img/outputs.safetensors (format: u64 LE
-/// header length, JSON header with `data_offsets`, data), without a tensor crate.
-fn fixture_tensor_bytes(name: &str) -> Vec<u8> {
-    let file = std::fs::read(fixtures().join("img2img/outputs.safetensors")).unwrap();
-    let header_len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + header_len]).unwrap();
-    let entry = &header[name];
-    assert_eq!(entry["dtype"], "U8", "{name}");
-    let offsets = entry["data_offsets"].as_array().unwrap();
-    let (start, end) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
-    file[8 + header_len + start as usize..8 + header_len + end as usize].to_vec()
 }
 
 #[test]
@@ -82,7 +37,7 @@ fn img2img_png_matches_diffusers_and_records_the_strength() {
     }
 
     let got = image::open(&out).unwrap().to_rgb8();
-    let want = fixture_tensor_bytes("case04.image");
+    let want = fixture_u8_tensor("img2img", "case04.image");
     // Same bar as the library's parity test: within 2/255 per pixel.
     let worst = got
         .as_raw()
