@@ -8,8 +8,11 @@
 //! Tolerances, as txt2img_parity.rs: final 8-bit images within 2/255 per pixel; final latents
 //! within 2e-3 max abs relative to max(1, max |reference|).
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::{load_image, tensor_to_images};
@@ -28,21 +31,6 @@ struct Case {
     cfg: f64,
     seed: u64,
     batch: usize,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn load_model(name: &str) -> StableDiffusion {

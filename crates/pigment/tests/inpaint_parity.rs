@@ -12,8 +12,10 @@
 //! Tolerances, as img2img_parity.rs: final 8-bit images within 2/255 per pixel; final latents
 //! within 2e-3 max abs relative to max(1, max |reference|).
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::{load_image, tensor_to_images};
@@ -37,56 +39,17 @@ struct Case {
     image: bool,
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// tiny-sd1, or ("unet9") tiny-sd1 with its unet replaced by the 9-channel fixture UNet,
-/// assembled in a temporary folder as the fixture script does.
+/// tiny-sd1, or ("unet9") tiny-sd1 with the 9-channel fixture UNet.
 fn load_model(name: &str) -> StableDiffusion {
-    let dir = fixtures();
-    // One folder per call: tests run on parallel threads of one process.
-    let tmp = tempfile::tempdir().unwrap();
-    let path = if name == "unet9" {
-        let folder = tmp.path().to_path_buf();
-        for part in ["scheduler", "text_encoder", "tokenizer", "vae"] {
-            copy_dir(&dir.join("models/tiny-sd1").join(part), &folder.join(part));
-        }
-        std::fs::copy(
-            dir.join("models/tiny-sd1/model_index.json"),
-            folder.join("model_index.json"),
-        )
-        .unwrap();
-        copy_dir(&dir.join("inpaint/unet9"), &folder.join("unet"));
-        folder
+    if name == "unet9" {
+        load_tiny_sd1_with_unet("inpaint/unet9")
     } else {
-        dir.join("models").join(name)
-    };
-    StableDiffusion::load(&path, &LoadOptions::default()).unwrap()
+        StableDiffusion::load(
+            &fixtures().join("models").join(name),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    }
 }
 
 fn inputs() -> (::image::RgbImage, ::image::GrayImage) {

@@ -8,8 +8,11 @@
 //! Tolerances (those of txt2img_parity.rs): final 8-bit images within 2/255 per pixel; final
 //! latents within 2e-3 max abs relative to max(1, max |reference|).
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::tensor_to_images;
@@ -27,10 +30,6 @@ struct Case {
     width: usize,
     height: usize,
     sampler: String,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
 fn lora(name: &str) -> PathBuf {
@@ -75,21 +74,6 @@ fn run(model: &StableDiffusion, case: &Case) -> (Tensor, Tensor) {
         out.latents,
         Tensor::from_vec(pixels, n, &Device::Cpu).unwrap(),
     )
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a.flatten_all().unwrap() - b.flatten_all().unwrap()).unwrap())
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! Tolerances (txt2img_parity's): final 8-bit images within 2/255 per pixel; final latents within
 //! 2e-3 max abs relative to max(1, max |reference|).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::tensor_to_images;
@@ -35,15 +36,6 @@ struct Case {
     image: bool,
     /// diffusers' `circular_padding` (wrapped views, padded decode).
     circular: bool,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    let t = t.abs().unwrap().flatten_all().unwrap();
-    t.max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn load() -> StableDiffusion {

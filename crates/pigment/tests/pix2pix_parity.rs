@@ -9,7 +9,8 @@
 //! Tolerances, as img2img_parity.rs: final 8-bit images within 2/255 per pixel; final latents
 //! within 2e-3 max abs relative to max(1, max |reference|).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::{load_image, tensor_to_images};
@@ -29,53 +30,6 @@ struct Case {
     batch: usize,
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// tiny-sd1 with its unet replaced by the 8-channel fixture UNet, assembled in a temporary
-/// folder as the fixture script does.
-fn load_pix2pix_model() -> StableDiffusion {
-    let dir = fixtures();
-    // One folder per call: tests run on parallel threads of one process.
-    let tmp = tempfile::tempdir().unwrap();
-    let folder = tmp.path().to_path_buf();
-    for part in ["scheduler", "text_encoder", "tokenizer", "vae"] {
-        copy_dir(&dir.join("models/tiny-sd1").join(part), &folder.join(part));
-    }
-    std::fs::copy(
-        dir.join("models/tiny-sd1/model_index.json"),
-        folder.join("model_index.json"),
-    )
-    .unwrap();
-    copy_dir(&dir.join("pix2pix/unet8"), &folder.join("unet"));
-    StableDiffusion::load(&folder, &LoadOptions::default()).unwrap()
-}
-
 fn init_image() -> ::image::RgbImage {
     load_image(&fixtures().join("pix2pix/init.png")).unwrap()
 }
@@ -89,7 +43,7 @@ fn instruct_pix2pix_matches_diffusers_for_every_case() {
     let outputs =
         candle_core::safetensors::load(dir.join("pix2pix/outputs.safetensors"), &Device::Cpu)
             .unwrap();
-    let model = load_pix2pix_model();
+    let model = load_tiny_sd1_with_unet("pix2pix/unet8");
     let init = init_image();
     let mut failures = Vec::new();
     for case in &cases {
@@ -144,7 +98,7 @@ fn instruct_pix2pix_matches_diffusers_for_every_case() {
 /// three-way guidance is skipped as in diffusers when either scale turns it off.
 #[test]
 fn image_guidance_scale_matters_only_when_guiding() {
-    let model = load_pix2pix_model();
+    let model = load_tiny_sd1_with_unet("pix2pix/unet8");
     let base = Txt2ImgRequest {
         prompt: "make it winter".into(),
         steps: 2,
@@ -192,7 +146,7 @@ fn bad_requests_are_rejected_with_the_fix() {
         "{err}"
     );
 
-    let model = load_pix2pix_model();
+    let model = load_tiny_sd1_with_unet("pix2pix/unet8");
     let odd = ::image::RgbImage::new(60, 64);
     let err = model
         .instruct_pix2pix(

@@ -7,8 +7,10 @@
 //! 2e-3 max abs relative to max(1, max |reference|) — f32 rounding differences compound over the
 //! UNet's layers and the sampler's steps but stay far below that.
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use pigment::image::tensor_to_images;
@@ -31,23 +33,6 @@ struct Case {
     batch: usize,
     clip_skip: usize,
     eta: f64,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]
