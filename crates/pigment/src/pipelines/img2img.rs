@@ -15,13 +15,12 @@ use ::image::RgbImage;
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::guidance;
 use crate::image::{image_to_tensor, GenerationParameters};
 use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
-use crate::samplers::{build_sampler, SamplerKind, SamplerOptions};
+use crate::samplers::SamplerKind;
 
 /// A text-to-image request plus the image to start from and how far to move away from it.
 #[derive(Debug, Clone)]
@@ -123,27 +122,8 @@ impl StableDiffusion {
         req.validate(self)?;
         let base = &req.base;
         let start = Instant::now();
-        let mut sampler = build_sampler(
-            base.sampler,
-            &self.scheduler_config,
-            &SamplerOptions {
-                steps: base.steps,
-                karras: base.karras,
-                eta: base.eta,
-                ..SamplerOptions::default()
-            },
-        )?;
-        let do_cfg = guidance::guidance_enabled(base.cfg_scale);
-        let cond = repeat_rows(
-            &self.encode_prompts(&[&base.prompt], base.clip_skip)?,
-            base.batch_size,
-        )?;
-        let context = if do_cfg {
-            let uncond = self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?;
-            Tensor::cat(&[repeat_rows(&uncond, base.batch_size)?, cond], 0)?
-        } else {
-            cond
-        };
+        let mut sampler = base.sampler(&self.scheduler_config)?;
+        let context = self.conditioning(base)?;
 
         // get_timesteps: skip the first `steps - steps_run` steps of the full schedule; Heun's
         // timesteps hold two entries per step (scheduler.order = 2), so it starts on an even

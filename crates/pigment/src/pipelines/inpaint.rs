@@ -31,7 +31,7 @@ use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::txt2img::{DenoiseHooks, Progress, Txt2ImgOutput, Txt2ImgRequest};
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
-use crate::samplers::{build_sampler, Sampler, SamplerKind, SamplerOptions};
+use crate::samplers::{Sampler, SamplerKind};
 
 /// An image-to-image request plus the mask of what to repaint.
 #[derive(Debug, Clone)]
@@ -230,27 +230,9 @@ impl StableDiffusion {
         let img = &req.image;
         let base = &img.base;
         let start = Instant::now();
-        let mut sampler = build_sampler(
-            base.sampler,
-            &self.scheduler_config,
-            &SamplerOptions {
-                steps: base.steps,
-                karras: base.karras,
-                eta: base.eta,
-                ..SamplerOptions::default()
-            },
-        )?;
+        let mut sampler = base.sampler(&self.scheduler_config)?;
         let do_cfg = guidance::guidance_enabled(base.cfg_scale);
-        let cond = repeat_rows(
-            &self.encode_prompts(&[&base.prompt], base.clip_skip)?,
-            base.batch_size,
-        )?;
-        let context = if do_cfg {
-            let uncond = self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?;
-            Tensor::cat(&[repeat_rows(&uncond, base.batch_size)?, cond], 0)?
-        } else {
-            cond
-        };
+        let context = self.conditioning(base)?;
 
         // get_timesteps, as img2img (Heun's doubled timesteps start on an even index).
         let order = if base.sampler == SamplerKind::Heun {

@@ -25,7 +25,6 @@ use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
-use crate::samplers::{build_sampler, SamplerOptions};
 
 /// diffusers' default `image_guidance_scale`.
 pub const DEFAULT_IMAGE_CFG: f64 = 1.5;
@@ -123,16 +122,7 @@ impl StableDiffusion {
         req.validate(self)?;
         let base = &req.base;
         let start = Instant::now();
-        let mut sampler = build_sampler(
-            base.sampler,
-            &self.scheduler_config,
-            &SamplerOptions {
-                steps: base.steps,
-                karras: base.karras,
-                eta: base.eta,
-                ..SamplerOptions::default()
-            },
-        )?;
+        let mut sampler = base.sampler(&self.scheduler_config)?;
         let do_cfg = req.guidance_enabled();
         let batch = base.batch_size;
 

@@ -13,6 +13,7 @@ use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
 use crate::samplers::{build_sampler, Sampler, SamplerKind, SamplerOptions};
+use crate::schedule::SchedulerConfig;
 
 /// Everything a text-to-image run needs besides the model.
 #[derive(Debug, Clone)]
@@ -115,6 +116,20 @@ impl Txt2ImgRequest {
         }
     }
 
+    /// The sampler this request names, built for a model's scheduler config.
+    pub(crate) fn sampler(&self, config: &SchedulerConfig) -> Result<Box<dyn Sampler>> {
+        build_sampler(
+            self.sampler,
+            config,
+            &SamplerOptions {
+                steps: self.steps,
+                karras: self.karras,
+                eta: self.eta,
+                ..SamplerOptions::default()
+            },
+        )
+    }
+
     /// Reject what would fail later or mean something else, with the fix in the message.
     pub fn validate(&self, model: &StableDiffusion) -> Result<()> {
         let factor = model.vae_scale_factor();
@@ -143,33 +158,30 @@ impl Txt2ImgRequest {
 }
 
 impl StableDiffusion {
-    /// Run text-to-image sampling and decode the result.
-    pub fn txt2img(&self, req: &Txt2ImgRequest, progress: Progress) -> Result<Txt2ImgOutput> {
-        req.validate(self)?;
-        let start = Instant::now();
-        let mut sampler = build_sampler(
-            req.sampler,
-            &self.scheduler_config,
-            &SamplerOptions {
-                steps: req.steps,
-                karras: req.karras,
-                eta: req.eta,
-                ..SamplerOptions::default()
-            },
-        )?;
-        let do_cfg = guidance::guidance_enabled(req.cfg_scale);
-
-        // Conditioning: [uncond; cond] when guiding, each repeated per image.
+    /// The text conditioning of a request: `[uncond; cond]` (each prompt's rows repeated per
+    /// image) when guidance is on, as diffusers' encode_prompt + the pipeline's
+    /// `torch.cat([negative_prompt_embeds, prompt_embeds])`; otherwise `cond` alone.
+    pub(crate) fn conditioning(&self, req: &Txt2ImgRequest) -> Result<Tensor> {
         let cond = repeat_rows(
             &self.encode_prompts(&[&req.prompt], req.clip_skip)?,
             req.batch_size,
         )?;
-        let context = if do_cfg {
-            let uncond = self.encode_prompts(&[&req.negative_prompt], req.clip_skip)?;
-            Tensor::cat(&[repeat_rows(&uncond, req.batch_size)?, cond], 0)?
-        } else {
-            cond
-        };
+        if !guidance::guidance_enabled(req.cfg_scale) {
+            return Ok(cond);
+        }
+        let uncond = self.encode_prompts(&[&req.negative_prompt], req.clip_skip)?;
+        Ok(Tensor::cat(
+            &[repeat_rows(&uncond, req.batch_size)?, cond],
+            0,
+        )?)
+    }
+
+    /// Run text-to-image sampling and decode the result.
+    pub fn txt2img(&self, req: &Txt2ImgRequest, progress: Progress) -> Result<Txt2ImgOutput> {
+        req.validate(self)?;
+        let start = Instant::now();
+        let mut sampler = req.sampler(&self.scheduler_config)?;
+        let context = self.conditioning(req)?;
 
         // Initial noise from the torch-compatible generator, one draw for the whole batch as
         // diffusers' prepare_latents does with a single generator.
