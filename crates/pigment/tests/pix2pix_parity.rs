@@ -12,8 +12,8 @@
 mod common;
 use common::*;
 
-use candle_core::{DType, Device, Tensor};
-use pigment::image::{load_image, tensor_to_images};
+use candle_core::{Device, Tensor};
+use pigment::image::load_image;
 use pigment::pipelines::{InstructPix2PixRequest, LoadOptions, StableDiffusion, Txt2ImgRequest};
 use serde::Deserialize;
 
@@ -65,19 +65,7 @@ fn instruct_pix2pix_matches_diffusers_for_every_case() {
         assert_eq!(calls, out.evaluations, "{}", case.id);
         assert_eq!(out.evaluations, case.steps, "{}", case.id);
 
-        let want_latents = &outputs[&format!("{}.latents", case.id)];
-        let latent_err =
-            max_abs(&(&out.latents - want_latents).unwrap()) / max_abs(want_latents).max(1.0);
-        let want_images = outputs[&format!("{}.image", case.id)]
-            .to_dtype(DType::F32)
-            .unwrap();
-        let got: Vec<f32> = tensor_to_images(&out.decoded)
-            .unwrap()
-            .iter()
-            .flat_map(|img| img.as_raw().iter().map(|&v| v as f32))
-            .collect();
-        let got = Tensor::from_vec(got, want_images.shape(), &Device::Cpu).unwrap();
-        let pixel_err = max_abs(&(&got - &want_images).unwrap());
+        let (latent_err, pixel_err) = reference_errors(&out, &outputs, &case.id, true);
         let what = format!(
             "{} {} image cfg {} cfg {} batch {}: latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",
             case.id, case.sampler, case.image_cfg, case.cfg, case.batch

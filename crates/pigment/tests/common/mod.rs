@@ -59,3 +59,30 @@ pub fn load_tiny_sd1_with_unet(unet: &str) -> StableDiffusion {
     copy_dir(&dir.join(unet), &folder.join("unet"));
     StableDiffusion::load(folder, &LoadOptions::default()).unwrap()
 }
+
+/// How far a run is from the fixture `id` of a whole-run parity file: the final latents' max
+/// abs error relative to max(1, max |reference|), and the 8-bit images' max pixel difference
+/// when `with_image` (some fixtures store latents only). The bars all such tests state are
+/// 2e-3 and 2/255.
+pub fn reference_errors(
+    out: &pigment::pipelines::Txt2ImgOutput,
+    outputs: &std::collections::HashMap<String, Tensor>,
+    id: &str,
+    with_image: bool,
+) -> (f32, f32) {
+    let want_latents = &outputs[&format!("{id}.latents")];
+    let latent_err = max_abs_diff(&out.latents, want_latents) / max_abs(want_latents).max(1.0);
+    if !with_image {
+        return (latent_err, 0.0);
+    }
+    let want_images = outputs[&format!("{id}.image")]
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    let got: Vec<f32> = pigment::image::tensor_to_images(&out.decoded)
+        .unwrap()
+        .iter()
+        .flat_map(|img| img.as_raw().iter().map(|&v| v as f32))
+        .collect();
+    let got = Tensor::from_vec(got, want_images.shape(), want_images.device()).unwrap();
+    (latent_err, max_abs_diff(&got, &want_images))
+}
