@@ -13,45 +13,21 @@ Run from the repo root after make_tiny_models.py: python tools/reference/make_im
 
 import json
 import os
+import sys
 
 import numpy as np
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    StableDiffusionImg2ImgPipeline,
-)
+from diffusers import StableDiffusionImg2ImgPipeline
 from diffusers.utils import load_image
-from PIL import Image
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import init_image, schedulers  # noqa: E402
 
 MODELS = os.path.join("tests", "fixtures", "models")
 OUT = os.path.join("tests", "fixtures", "img2img")
 
-# Pigment's CLI sampler name -> how diffusers builds that scheduler.
-SAMPLERS = {
-    "ddim": (DDIMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-}
-
-
-def init_image():
-    """A 64x64 RGB image with smooth gradients and hard-edged shapes, so the VAE sees both."""
-    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
-    r = x / 63.0
-    g = y / 63.0
-    b = 0.5 + 0.5 * np.sin(x / 6.0) * np.cos(y / 9.0)
-    img = np.stack([r, g, b], axis=-1)
-    img[(x - 20) ** 2 + (y - 22) ** 2 < 100] = [0.9, 0.1, 0.1]  # a red disc
-    img[40:56, 34:58] = [0.1, 0.6, 0.2]  # a green rectangle
-    img[8:14, 40:60] = [1.0, 1.0, 1.0]  # a white bar
-    return Image.fromarray((img * 255).round().clip(0, 255).astype(np.uint8))
+SAMPLERS = schedulers("ddim", "euler", "euler_a", "heun", "dpmpp_2m")
 
 
 def cases():

@@ -22,17 +22,13 @@ Run from the repo root after make_tiny_models.py: python tools/reference/make_in
 
 import json
 import os
+import sys
 import shutil
 import tempfile
 
 import numpy as np
 import torch
 from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     UNet2DConditionModel,
 )
@@ -40,26 +36,13 @@ from diffusers.utils import load_image
 from PIL import Image
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import init_image, schedulers  # noqa: E402
+
 MODELS = os.path.join("tests", "fixtures", "models")
 OUT = os.path.join("tests", "fixtures", "inpaint")
 
-SAMPLERS = {
-    "ddim": (DDIMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-}
-
-
-def init_image():
-    """The img2img fixtures' init image: gradients and hard-edged shapes."""
-    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
-    img = np.stack([x / 63.0, y / 63.0, 0.5 + 0.5 * np.sin(x / 6.0) * np.cos(y / 9.0)], axis=-1)
-    img[(x - 20) ** 2 + (y - 22) ** 2 < 100] = [0.9, 0.1, 0.1]
-    img[40:56, 34:58] = [0.1, 0.6, 0.2]
-    img[8:14, 40:60] = [1.0, 1.0, 1.0]
-    return Image.fromarray((img * 255).round().clip(0, 255).astype(np.uint8))
+SAMPLERS = schedulers("ddim", "euler", "euler_a", "heun", "dpmpp_2m")
 
 
 def mask_image():

@@ -15,30 +15,23 @@ Run from the repo root after make_tiny_models.py: python tools/reference/make_pa
 
 import json
 import os
+import sys
 
 import numpy as np
 import torch
 from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
     StableDiffusionPanoramaPipeline,
     StableDiffusionPipeline,
 )
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import schedulers  # noqa: E402
+
 MODEL = os.path.join("tests", "fixtures", "models", "tiny-sd1")
 OUT = os.path.join("tests", "fixtures", "panorama")
 
-SAMPLERS = {
-    "euler": (EulerDiscreteScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-}
+SAMPLERS = schedulers("euler", "ddim", "dpmpp_2m", "euler_a", "heun")
 
 
 def cases():

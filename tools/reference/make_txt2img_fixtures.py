@@ -10,35 +10,20 @@ Run from the repo root after make_tiny_models.py: python tools/reference/make_tx
 
 import json
 import os
+import sys
 
 import numpy as np
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LCMScheduler,
-    StableDiffusionPipeline,
-)
+from diffusers import StableDiffusionPipeline
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import schedulers  # noqa: E402
 
 MODELS = os.path.join("tests", "fixtures", "models")
 OUT = os.path.join("tests", "fixtures", "txt2img")
 
-# Pigment's CLI sampler name -> how diffusers builds that scheduler.
-SAMPLERS = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-    "dpmpp_2m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
-    "lcm": (LCMScheduler, {}),
-}
+SAMPLERS = schedulers("ddpm", "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_sde", "lcm")
 # diffusers 0.42's EulerAncestralDiscreteScheduler has no Karras option (it ignores the key).
 KARRAS = ["euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"]
 
