@@ -1,5 +1,7 @@
 //! Time one UNet training step of the built-in recipe, split into forward and backward, to see
-//! where training time goes. `cargo run --release --example train_step_bench -- [batch]`.
+//! where training time goes, and one inference forward at batch 2 (a guided sampling step).
+//! `cargo run --release --example train_step_bench -- [batch] [config overrides as JSON]`,
+//! e.g. `-- 32 '{"block_out_channels":[32,64,64]}'` to try a variant of the recipe's config.
 
 use std::time::Instant;
 
@@ -7,19 +9,33 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use pigment::builtin::recipe::unet_config;
 use pigment::train::seeded_var_builder;
-use pigment::unet::{UNet2DConditionModel, UNetExtras};
+use pigment::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetExtras};
+
+fn config_with_overrides(overrides: Option<String>) -> pigment::Result<UNet2DConditionConfig> {
+    let mut config = serde_json::to_value(unet_config()).expect("config serialises");
+    if let Some(text) = overrides {
+        let patch: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| pigment::Error::invalid(format!("overrides are not JSON: {e}")))?;
+        if let (Some(base), Some(patch)) = (config.as_object_mut(), patch.as_object()) {
+            for (key, value) in patch {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    serde_json::from_value(config).map_err(|e| pigment::Error::invalid(format!("config: {e}")))
+}
 
 fn main() -> pigment::Result<()> {
-    let batch: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
+    let mut args = std::env::args().skip(1);
+    let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
     let dev = Device::Cpu;
-    let cfg = unet_config();
+    let cfg = config_with_overrides(args.next())?;
     let vars = VarMap::new();
     let unet = UNet2DConditionModel::new(seeded_var_builder(&vars, 0, DType::F32, &dev), &cfg)?;
+    let params: usize = vars.all_vars().iter().map(|v| v.elem_count()).sum();
+    println!("parameters: {:.2} M", params as f64 / 1e6);
     let s = cfg.sample_size;
-    let x = Tensor::randn(0f32, 1., (batch, 4, s, s), &dev)?;
+    let x = Tensor::randn(0f32, 1., (batch, cfg.in_channels, s, s), &dev)?;
     let ctx = Tensor::randn(0f32, 1., (batch, 77, 64), &dev)?;
     let t: Vec<f64> = (0..batch).map(|i| (i * 31 % 1000) as f64).collect();
     for _ in 0..2 {
@@ -32,5 +48,15 @@ fn main() -> pigment::Result<()> {
         let bwd = start.elapsed().as_secs_f64();
         println!("batch {batch}: forward {fwd:.3} s, backward {bwd:.3} s");
     }
+    let x2 = x.narrow(0, 0, 2.min(batch))?;
+    let c2 = ctx.narrow(0, 0, 2.min(batch))?;
+    let start = Instant::now();
+    for _ in 0..20 {
+        unet.forward_timesteps(&x2, &[500.0, 500.0], &c2, &UNetExtras::default())?;
+    }
+    println!(
+        "inference, batch 2: {:.1} ms per step",
+        start.elapsed().as_secs_f64() * 50.0
+    );
     Ok(())
 }

@@ -152,7 +152,7 @@ impl Module for Conv2d {
                     self.padding,
                 )?;
                 match &self.bias {
-                    Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+                    Some(b) => super::add_channel_bias(&y, b, 1),
                     None => Ok(y),
                 }
             }

@@ -115,12 +115,17 @@ impl CustomOp2 for TrainConv {
             },
         )?;
 
-        // Weight gradient, one GEMM per tap over the batch.
+        // Weight gradient, one GEMM per tap with the batch folded into the inner dimension:
+        // dY as [out, B*px] times the tap's pixels as [B*px, in] (a batched product summed over
+        // the batch afterwards spent its time in candle's slow sum over dimension 0).
         let xp = x
             .contiguous()?
             .pad_with_zeros(2, p, p)?
             .pad_with_zeros(3, p, p)?;
-        let dy = grad.reshape((batch, out_c, oh * ow))?;
+        let dy = grad
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((out_c, batch * oh * ow))?;
         let mut taps = Vec::with_capacity(k * k);
         for ky in 0..k {
             for kx in 0..k {
@@ -129,9 +134,13 @@ impl CustomOp2 for TrainConv {
                     .narrow(3, kx, (ow - 1) * s + 1)?;
                 let tap = subsample(&tap, s, oh, ow)?;
                 let in_c = tap.dim(1)?;
-                let tap = tap.reshape((batch, in_c, oh * ow))?;
-                // [B, out, px] @ [B, px, in] -> [B, out, in] -> summed over the batch.
-                taps.push(dy.matmul(&tap.transpose(1, 2)?)?.sum(0)?);
+                let tap = tap
+                    .reshape((batch, in_c, oh * ow))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((batch * oh * ow, in_c))?;
+                // [out, B*px] @ [B*px, in] -> [out, in].
+                taps.push(dy.matmul(&tap)?);
             }
         }
         let (out_w, in_w) = taps[0].dims2()?;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 
+use super::channel::{add_channel_bias, scale_channels};
 use crate::error::{Error, Result};
 
 static FAST_GROUP_NORM: AtomicBool = AtomicBool::new(true);
@@ -22,6 +23,10 @@ pub fn set_fast_group_norm(enabled: bool) {
 #[derive(Clone, Debug)]
 pub struct GroupNorm {
     reference: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
     /// The CPU f32 kernel's copy of the affine parameters; None when they are not CPU f32 or
     /// are variables.
     fast: Option<FastGroupNorm>,
@@ -59,7 +64,17 @@ impl GroupNorm {
             None
         };
         Ok(Self {
-            reference: candle_nn::GroupNorm::new(weight, bias, channels, groups, eps)?,
+            reference: candle_nn::GroupNorm::new(
+                weight.clone(),
+                bias.clone(),
+                channels,
+                groups,
+                eps,
+            )?,
+            weight,
+            bias,
+            groups,
+            eps,
             fast,
         })
     }
@@ -85,7 +100,11 @@ impl GroupNorm {
                 x.contiguous()?.apply_op1_no_bwd(&op)
             }
             _ => {
-                let y = self.reference.forward(x)?;
+                let y = if x.track_op() || self.weight.track_op() {
+                    self.forward_train(x)?
+                } else {
+                    self.reference.forward(x)?
+                };
                 if silu {
                     y.silu()
                 } else {
@@ -93,6 +112,22 @@ impl GroupNorm {
                 }
             }
         }
+    }
+
+    /// Differentiable GroupNorm for training: the statistics over trailing dimensions (candle's
+    /// fast reductions) and the affine part on the per-channel ops, whose gradients avoid
+    /// candle's slow sum over dimensions (0, 2, 3) (see ops/channel.rs).
+    fn forward_train(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (batch, channels) = (dims[0], dims[1]);
+        let grouped = x.reshape((batch, self.groups, ()))?;
+        let centred = grouped.broadcast_sub(&grouped.mean_keepdim(2)?)?;
+        let variance = centred.sqr()?.mean_keepdim(2)?;
+        let normed = centred
+            .broadcast_div(&(variance + self.eps)?.sqrt()?)?
+            .reshape(dims)?;
+        debug_assert_eq!(self.weight.elem_count(), channels);
+        add_channel_bias(&scale_channels(&normed, &self.weight, 1)?, &self.bias, 1)
     }
 
     /// candle_nn's GroupNorm (then SiLU when `silu`): the reference the fast path must match.
@@ -215,6 +250,40 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// While training (variables), values and gradients equal candle_nn's GroupNorm.
+    #[test]
+    fn training_path_matches_candle_values_and_gradients() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let weight = candle_core::Var::from_tensor(&Tensor::randn(1f32, 0.3, 8, &dev)?)?;
+        let bias = candle_core::Var::from_tensor(&Tensor::randn(0f32, 0.3, 8, &dev)?)?;
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 2., (3, 8, 5, 4), &dev)?)?;
+        let ours = GroupNorm::new(
+            weight.as_tensor().clone(),
+            bias.as_tensor().clone(),
+            4,
+            1e-5,
+        )
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let theirs = candle_nn::GroupNorm::new(
+            weight.as_tensor().clone(),
+            bias.as_tensor().clone(),
+            8,
+            4,
+            1e-5,
+        )?;
+        let probe = Tensor::randn(0f32, 1., (3, 8, 5, 4), &dev)?;
+        let a = ours.forward_silu(&x)?;
+        let b = theirs.forward(&x)?.silu()?;
+        assert!(max_abs((&a - &b)?) < 1e-5);
+        let ga = (a * &probe)?.sum_all()?.backward()?;
+        let gb = (b * &probe)?.sum_all()?.backward()?;
+        for var in [&x, &weight, &bias] {
+            let diff = max_abs((ga.get(var).expect("grad") - gb.get(var).expect("grad"))?);
+            assert!(diff < 1e-4, "gradients differ by {diff}");
+        }
+        Ok(())
     }
 
     #[test]

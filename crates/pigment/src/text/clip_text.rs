@@ -6,7 +6,9 @@
 //! included; every shape comes from [`ClipTextConfig`].
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
+
+use crate::ops::{layer_norm, linear, LayerNorm, Linear};
 
 use crate::error::{Error, Result};
 use crate::text::config::ClipTextConfig;

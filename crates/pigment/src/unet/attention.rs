@@ -3,7 +3,9 @@
 //! All heads go through one batched matmul.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 
 use super::hooks::{AttentionHook, AttentionSite};
 use crate::error::Result;
@@ -35,9 +37,9 @@ pub struct AttentionSettings {
 
 fn linear(cin: usize, cout: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     Ok(if bias {
-        candle_nn::linear(cin, cout, vb)?
+        crate::ops::linear(cin, cout, vb)?
     } else {
-        candle_nn::linear_no_bias(cin, cout, vb)?
+        crate::ops::linear_no_bias(cin, cout, vb)?
     })
 }
 
@@ -50,7 +52,7 @@ impl Attention {
             to_q: linear(s.query_dim, inner, s.qkv_bias, vb.pp("to_q"))?,
             to_k: linear(kv_dim, inner, s.qkv_bias, vb.pp("to_k"))?,
             to_v: linear(kv_dim, inner, s.qkv_bias, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(inner, s.query_dim, vb.pp("to_out").pp("0"))?,
+            to_out: crate::ops::linear(inner, s.query_dim, vb.pp("to_out").pp("0"))?,
             heads: s.heads,
             upcast_attention: s.upcast_attention,
             is_cross_attention: s.context_dim.is_some(),

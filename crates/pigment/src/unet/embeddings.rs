@@ -4,7 +4,9 @@
 //! `TimestepEmbedding`).
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 
 use crate::error::Result;
 
@@ -80,10 +82,10 @@ impl TimestepEmbedding {
         cond_proj_dim: Option<usize>,
     ) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_dim, embed_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(embed_dim, embed_dim, vb.pp("linear_2"))?,
+            linear_1: crate::ops::linear(in_dim, embed_dim, vb.pp("linear_1"))?,
+            linear_2: crate::ops::linear(embed_dim, embed_dim, vb.pp("linear_2"))?,
             cond_proj: match cond_proj_dim {
-                Some(d) => Some(candle_nn::linear_no_bias(d, in_dim, vb.pp("cond_proj"))?),
+                Some(d) => Some(crate::ops::linear_no_bias(d, in_dim, vb.pp("cond_proj"))?),
                 None => None,
             },
         })

@@ -3,7 +3,9 @@
 //! SiLU, 3x3 conv, plus a 1x1 conv shortcut when the channel count changes.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::ops::Linear;
 
 use crate::error::Result;
 use crate::ops::{Conv2d, GroupNorm};
@@ -44,7 +46,7 @@ impl ResnetBlock2D {
         let time_emb_proj = match s.temb_channels {
             Some(t) => {
                 let width = if s.scale_shift { 2 * cout } else { cout };
-                Some(candle_nn::linear(t, width, vb.pp("time_emb_proj"))?)
+                Some(crate::ops::linear(t, width, vb.pp("time_emb_proj"))?)
             }
             None => None,
         };

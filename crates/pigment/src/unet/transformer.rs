@@ -3,7 +3,9 @@
 //! `FeedForward` (models/attention.py, models/activations.py).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::{LayerNorm, Linear};
 
 use super::attention::{Attention, AttentionSettings};
 use super::hooks::AttentionHook;
@@ -22,8 +24,8 @@ impl FeedForward {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = 4 * dim;
         Ok(Self {
-            proj: candle_nn::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
-            out: candle_nn::linear(inner, dim, vb.pp("net.2"))?,
+            proj: crate::ops::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
+            out: crate::ops::linear(inner, dim, vb.pp("net.2"))?,
         })
     }
 
@@ -57,7 +59,7 @@ impl BasicTransformerBlock {
             qkv_bias: false,
             upcast_attention: spec.upcast_attention,
         };
-        let ln = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let ln = |name: &str| crate::ops::layer_norm(dim, 1e-5, vb.pp(name));
         let attn1_context = spec
             .only_cross_attention
             .then_some(spec.cross_attention_dim);
@@ -121,7 +123,7 @@ impl Transformer2DModel {
     ) -> Result<Self> {
         let proj = |name: &str| -> Result<Projection> {
             Ok(if spec.use_linear_projection {
-                Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
+                Projection::Linear(crate::ops::linear(channels, channels, vb.pp(name))?)
             } else {
                 Projection::Conv(crate::ops::conv2d(
                     channels,

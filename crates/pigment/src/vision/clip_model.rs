@@ -4,7 +4,9 @@
 //! `exp(logit_scale)` (Radford et al. 2021, Figure 3).
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{linear_no_bias, Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+
+use crate::ops::{linear_no_bias, Linear};
 
 use super::config::ClipConfig;
 use super::model::ClipVisionModel;

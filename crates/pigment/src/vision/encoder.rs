@@ -3,7 +3,9 @@
 //! full (unmasked) self-attention over the class token and the patches.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::{layer_norm, linear, LayerNorm, Linear};
 
 use super::config::ClipVisionConfig;
 use crate::error::{Error, Result};

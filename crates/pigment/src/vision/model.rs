@@ -5,7 +5,9 @@
 //! weight names included.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d_no_bias, layer_norm, Conv2d, Conv2dConfig, Init, LayerNorm, VarBuilder};
+use candle_nn::{conv2d_no_bias, Conv2d, Conv2dConfig, Init, VarBuilder};
+
+use crate::ops::{layer_norm, LayerNorm};
 
 use super::config::ClipVisionConfig;
 use super::encoder::Encoder;
