@@ -62,6 +62,7 @@ fn run(model: &StableDiffusion, case: &Case) -> (Tensor, Tensor) {
         height: case.height,
         batch_size: 1,
         clip_skip: 1,
+        ..Txt2ImgRequest::default()
     };
     let out = model.txt2img(&request, &mut |_, _| {}).unwrap();
     let pixels: Vec<f32> = tensor_to_images(&out.decoded)

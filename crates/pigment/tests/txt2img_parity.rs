@@ -67,6 +67,7 @@ fn txt2img_matches_diffusers_for_every_case() {
             height: case.height,
             batch_size: case.batch,
             clip_skip: case.clip_skip,
+            ..Txt2ImgRequest::default()
         };
         let out = model.txt2img(&request, &mut |_, _| {}).unwrap();
 
@@ -153,6 +154,7 @@ fn single_file_checkpoints_match_the_folder_reference() {
             height: case.height,
             batch_size: 1,
             clip_skip: case.clip_skip,
+            ..Txt2ImgRequest::default()
         };
         let out = sd.txt2img(&request, &mut |_, _| {}).unwrap();
         let want = &outputs[&format!("{}.latents", case.id)];

@@ -5,9 +5,16 @@
 //! `W' = W + scale * (alpha / rank) * up @ down`, several LoRAs at once, each with its own scale.
 //! The kohya / AUTOMATIC1111 and diffusers / PEFT file layouts are understood (lora_keys.rs);
 //! keys that match no module are reported, never dropped silently.
+//!
+//! Textual inversion (textual_inversion.rs) loads learned token vectors that prompts call up by
+//! name; `StableDiffusion::add_textual_inversion` puts them into the text encoder.
 
 mod lora;
 mod lora_keys;
 mod lora_merge;
+mod textual_inversion;
 
 pub use lora::{LoraReport, LoraSet};
+pub use textual_inversion::{
+    load_textual_inversion, load_textual_inversion_dir, TextualInversion, MAX_VECTORS,
+};

@@ -123,7 +123,7 @@ impl StableDiffusion {
         let base = &req.base;
         let start = Instant::now();
         let mut sampler = base.sampler(&self.scheduler_config)?;
-        let context = self.conditioning(base)?;
+        let context = self.conditioning_schedule(base)?;
 
         // get_timesteps: skip the first `steps - steps_run` steps of the full schedule; Heun's
         // timesteps hold two entries per step (scheduler.order = 2), so it starts on an even

@@ -232,7 +232,7 @@ impl StableDiffusion {
         let start = Instant::now();
         let mut sampler = base.sampler(&self.scheduler_config)?;
         let do_cfg = guidance::guidance_enabled(base.cfg_scale);
-        let context = self.conditioning(base)?;
+        let context = self.conditioning_schedule(base)?;
 
         // get_timesteps, as img2img (Heun's doubled timesteps start on an even index).
         let order = if base.sampler == SamplerKind::Heun {

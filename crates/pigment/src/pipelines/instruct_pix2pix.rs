@@ -126,20 +126,33 @@ impl StableDiffusion {
         let do_cfg = req.guidance_enabled();
         let batch = base.batch_size;
 
-        // _encode_prompt: [prompt, negative, negative] when guiding.
-        let cond = repeat_rows(
-            &self.encode_prompts(&[&base.prompt], base.clip_skip)?,
-            batch,
-        )?;
-        let context = if do_cfg {
-            let uncond = repeat_rows(
-                &self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?,
-                batch,
-            )?;
-            Tensor::cat(&[&cond, &uncond, &uncond], 0)?
-        } else {
-            cond
+        // _encode_prompt: [prompt, negative, negative] when guiding (per step with A1111
+        // prompt editing).
+        let encode = |text: &str| {
+            self.encode_prompt_schedule(text, base.prompt_syntax, base.steps, base.clip_skip)
         };
+        let cond = encode(&base.prompt)?;
+        let uncond = if do_cfg {
+            Some(encode(&base.negative_prompt)?)
+        } else {
+            None
+        };
+        let context = self.pair_schedules(
+            &cond,
+            uncond.as_deref(),
+            base.prompt_syntax,
+            base.clip_skip,
+            &|c, u| {
+                let c = repeat_rows(c, batch)?;
+                match u {
+                    Some(u) => {
+                        let u = repeat_rows(u, batch)?;
+                        Ok(Tensor::cat(&[&c, &u, &u], 0)?)
+                    }
+                    None => Ok(c),
+                }
+            },
+        )?;
 
         // prepare_image_latents: the posterior mode, unscaled; [image, image, zeros] when
         // guiding.
@@ -174,7 +187,7 @@ impl StableDiffusion {
             };
             let scaled = sampler.scale_model_input(&model_input, i)?;
             let model_input = Tensor::cat(&[&scaled, &image_latents], 1)?;
-            let prediction = self.unet.forward(&model_input, t, &context)?;
+            let prediction = self.unet.forward(&model_input, t, context.at_step(i))?;
             let prediction = if do_cfg {
                 guidance::combine_pix2pix(&prediction, base.cfg_scale, req.image_cfg_scale)?
             } else {

@@ -1,14 +1,18 @@
 //! Pipelines: thin compositions of the parts (text encoder, denoiser, guidance, sampler, VAE).
 //! A pipeline chooses and wires components; it holds no numerics of its own.
 
+pub mod conditioning;
 pub mod img2img;
 pub mod inpaint;
 pub mod instruct_pix2pix;
 pub mod multidiffusion;
 pub mod prompt;
+mod prompt_a1111;
 pub mod stable_diffusion;
+pub mod textual_inversion;
 pub mod txt2img;
 
+pub use conditioning::{prompt_warnings, PromptSyntax, ScheduledConditioning};
 pub use img2img::Img2ImgRequest;
 pub use inpaint::InpaintRequest;
 pub use instruct_pix2pix::InstructPix2PixRequest;

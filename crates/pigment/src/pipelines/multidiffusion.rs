@@ -41,6 +41,7 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::guidance;
 use crate::image::GenerationParameters;
+use crate::pipelines::conditioning::ScheduledConditioning;
 use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::{Progress, StableDiffusion, Txt2ImgOutput, Txt2ImgRequest};
 use crate::rng::TorchGenerator;
@@ -284,7 +285,7 @@ fn overlaps(view: &View, b: &View, width: usize) -> bool {
 /// One UNet call per step: a batch of windows under one prompt, with its own sampler state.
 struct Job {
     views: Vec<View>,
-    context: Tensor,
+    context: ScheduledConditioning,
     sampler: Box<dyn Sampler>,
     /// The region's binary mask on the canvas ([1, 1, H, W]); None for the main prompt.
     mask: Option<Tensor>,
@@ -307,18 +308,30 @@ impl StableDiffusion {
         };
         let do_cfg = guidance::guidance_enabled(base.cfg_scale);
         let batch = base.batch_size;
+        let encode = |text: &str| {
+            self.encode_prompt_schedule(text, base.prompt_syntax, base.steps, base.clip_skip)
+        };
         let uncond = if do_cfg {
-            Some(self.encode_prompts(&[&base.negative_prompt], base.clip_skip)?)
+            Some(encode(&base.negative_prompt)?)
         } else {
             None
         };
-        // Conditioning for `rows` window crops: [uncond x rows; cond x rows] when guiding.
-        let context_for = |cond: &Tensor, rows: usize| -> Result<Tensor> {
-            let cond = repeat_rows(cond, rows)?;
-            match &uncond {
-                Some(u) => Ok(Tensor::cat(&[repeat_rows(u, rows)?, cond], 0)?),
-                None => Ok(cond),
-            }
+        // Conditioning for `rows` window crops: [uncond x rows; cond x rows] when guiding, for
+        // every step.
+        let context_for = |cond: &[(usize, Tensor)], rows: usize| {
+            self.pair_schedules(
+                cond,
+                uncond.as_deref(),
+                base.prompt_syntax,
+                base.clip_skip,
+                &|c, u| {
+                    let c = repeat_rows(c, rows)?;
+                    match u {
+                        Some(u) => Ok(Tensor::cat(&[repeat_rows(u, rows)?, c], 0)?),
+                        None => Ok(c),
+                    }
+                },
+            )
         };
         // The main prompt over every window, then each region over the windows its box touches;
         // one sampler per view batch (diffusers' `views_scheduler_status`).
@@ -329,7 +342,7 @@ impl StableDiffusion {
         }
         let mut jobs = Vec::new();
         for (prompt, cells) in prompts {
-            let cond = self.encode_prompts(&[prompt], base.clip_skip)?;
+            let cond = encode(prompt)?;
             let mask = match cells {
                 Some(c) => {
                     let ones = Tensor::ones((1, 1, c.height, c.width), self.dtype, &self.device)?;
@@ -391,7 +404,7 @@ impl StableDiffusion {
                     x.clone()
                 };
                 let model_input = job.sampler.scale_model_input(&model_input, i)?;
-                let prediction = self.unet.forward(&model_input, t, &job.context)?;
+                let prediction = self.unet.forward(&model_input, t, job.context.at_step(i))?;
                 let prediction = if do_cfg {
                     guidance::combine(&prediction, base.cfg_scale)?
                 } else {

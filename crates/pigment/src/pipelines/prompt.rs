@@ -10,21 +10,31 @@ use crate::pipelines::StableDiffusion;
 impl StableDiffusion {
     /// Hidden states for each prompt, stacked on the batch axis: [prompts.len(), seq, hidden].
     /// `clip_skip` follows AUTOMATIC1111: 1 = last layer, 2 = penultimate, ...
+    /// Textual-inversion trigger words added with `add_textual_inversion` are replaced by their
+    /// vectors, as diffusers' `maybe_convert_prompt` + added tokens do.
     pub fn encode_prompts(&self, prompts: &[&str], clip_skip: usize) -> Result<Tensor> {
+        let rows = prompts
+            .iter()
+            .map(|prompt| self.plain_prompt_ids(prompt))
+            .collect::<Result<Vec<_>>>()?;
+        self.encode_id_rows(rows, clip_skip)
+    }
+
+    /// The text encoder on rows of token ids of equal length: [rows, seq, hidden] in the
+    /// model's compute dtype.
+    pub(crate) fn encode_id_rows(&self, rows: Vec<Vec<u32>>, clip_skip: usize) -> Result<Tensor> {
         if clip_skip == 0 || clip_skip > self.text_encoder_layers() {
             return Err(Error::invalid(format!(
                 "--clip-skip {clip_skip}: must be between 1 (use the last layer) and {} (the text encoder's layer count)",
                 self.text_encoder_layers()
             )));
         }
-        let max_len = self.tokenizer.model_max_length();
-        let mut rows = Vec::with_capacity(prompts.len());
-        for prompt in prompts {
-            rows.push(self.tokenizer.encode_padded(prompt, max_len)?);
-        }
-        let seq = rows.first().map_or(max_len, Vec::len);
+        let count = rows.len();
+        let seq = rows
+            .first()
+            .map_or(self.tokenizer.model_max_length(), Vec::len);
         let flat: Vec<u32> = rows.into_iter().flatten().collect();
-        let ids = Tensor::from_vec(flat, (prompts.len(), seq), &self.device)?;
+        let ids = Tensor::from_vec(flat, (count, seq), &self.device)?;
         let hidden = if clip_skip == 1 {
             self.text_encoder.forward(&ids)?
         } else {

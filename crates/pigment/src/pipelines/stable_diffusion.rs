@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 
 use crate::adapters::{LoraReport, LoraSet};
 use crate::error::{Error, Result};
+use crate::pipelines::textual_inversion::LoadedEmbedding;
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::unet::UNet2DConditionModel;
@@ -59,6 +60,8 @@ pub struct StableDiffusion {
     pub load_time: Duration,
     /// What became of each LoRA of [`LoadOptions::loras`] (matched weights, unmatched keys).
     pub lora_reports: Vec<LoraReport>,
+    /// Textual-inversion embeddings added with `add_textual_inversion`.
+    pub(crate) embeddings: Vec<LoadedEmbedding>,
 }
 
 impl StableDiffusion {
@@ -120,6 +123,7 @@ impl StableDiffusion {
             name,
             load_time: start.elapsed(),
             lora_reports: loras.reports().to_vec(),
+            embeddings: Vec::new(),
         })
     }
 

@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::guidance;
 use crate::image::GenerationParameters;
+use crate::pipelines::conditioning::{PromptSyntax, ScheduledConditioning};
 use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
@@ -32,6 +33,9 @@ pub struct Txt2ImgRequest {
     pub batch_size: usize,
     /// AUTOMATIC1111's clip skip: 1 = last text-encoder layer.
     pub clip_skip: usize,
+    /// How the prompts are read: plain (diffusers, the default) or AUTOMATIC1111's syntax
+    /// (emphasis, BREAK, prompt editing, alternation, long prompts).
+    pub prompt_syntax: PromptSyntax,
 }
 
 impl Default for Txt2ImgRequest {
@@ -49,6 +53,7 @@ impl Default for Txt2ImgRequest {
             height: 512,
             batch_size: 1,
             clip_skip: 1,
+            prompt_syntax: PromptSyntax::Plain,
         }
     }
 }
@@ -60,6 +65,9 @@ pub(crate) trait DenoiseHooks {
     fn model_input(&mut self, scaled: Tensor) -> Result<Tensor> {
         Ok(scaled)
     }
+    /// Sees the text context of model evaluation `step` (0 = the run's first), just before
+    /// the UNet uses it.
+    fn observe_context(&mut self, _step: usize, _context: &Tensor) {}
     /// The latents after `sampler.step` at entry `step_index` of `sampler.timesteps()`.
     fn after_step(
         &mut self,
@@ -75,6 +83,15 @@ pub(crate) trait DenoiseHooks {
 struct NoHooks;
 
 impl DenoiseHooks for NoHooks {}
+
+/// No extra channels or blending; shows each step's context to a callback.
+struct Observer<'a>(&'a mut dyn FnMut(usize, &Tensor));
+
+impl DenoiseHooks for Observer<'_> {
+    fn observe_context(&mut self, step: usize, context: &Tensor) {
+        (self.0)(step, context)
+    }
+}
 
 /// Called after every model evaluation with (done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
@@ -158,30 +175,65 @@ impl Txt2ImgRequest {
 }
 
 impl StableDiffusion {
-    /// The text conditioning of a request: `[uncond; cond]` (each prompt's rows repeated per
-    /// image) when guidance is on, as diffusers' encode_prompt + the pipeline's
-    /// `torch.cat([negative_prompt_embeds, prompt_embeds])`; otherwise `cond` alone.
-    pub(crate) fn conditioning(&self, req: &Txt2ImgRequest) -> Result<Tensor> {
-        let cond = repeat_rows(
-            &self.encode_prompts(&[&req.prompt], req.clip_skip)?,
-            req.batch_size,
-        )?;
-        if !guidance::guidance_enabled(req.cfg_scale) {
-            return Ok(cond);
-        }
-        let uncond = self.encode_prompts(&[&req.negative_prompt], req.clip_skip)?;
-        Ok(Tensor::cat(
-            &[repeat_rows(&uncond, req.batch_size)?, cond],
-            0,
-        )?)
+    /// The text conditioning of a request over its steps: `[uncond; cond]` (each prompt's rows
+    /// repeated per image) when guidance is on, as diffusers' encode_prompt + the pipeline's
+    /// `torch.cat([negative_prompt_embeds, prompt_embeds])`; otherwise `cond` alone. With
+    /// A1111 syntax it may change during the run (prompt editing, alternation).
+    pub fn conditioning_schedule(&self, req: &Txt2ImgRequest) -> Result<ScheduledConditioning> {
+        let (cond, uncond) = self.prompt_pair_schedules(req, &req.prompt)?;
+        let batch = req.batch_size;
+        self.pair_schedules(
+            &cond,
+            uncond.as_deref(),
+            req.prompt_syntax,
+            req.clip_skip,
+            &|c, u| {
+                let c = repeat_rows(c, batch)?;
+                match u {
+                    Some(u) => Ok(Tensor::cat(&[repeat_rows(u, batch)?, c], 0)?),
+                    None => Ok(c),
+                }
+            },
+        )
+    }
+
+    /// The schedules of `prompt` and, when the request guides, of its negative prompt.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn prompt_pair_schedules(
+        &self,
+        req: &Txt2ImgRequest,
+        prompt: &str,
+    ) -> Result<(Vec<(usize, Tensor)>, Option<Vec<(usize, Tensor)>>)> {
+        let encode = |text: &str| {
+            self.encode_prompt_schedule(text, req.prompt_syntax, req.steps, req.clip_skip)
+        };
+        let cond = encode(prompt)?;
+        let uncond = if guidance::guidance_enabled(req.cfg_scale) {
+            Some(encode(&req.negative_prompt)?)
+        } else {
+            None
+        };
+        Ok((cond, uncond))
     }
 
     /// Run text-to-image sampling and decode the result.
     pub fn txt2img(&self, req: &Txt2ImgRequest, progress: Progress) -> Result<Txt2ImgOutput> {
+        self.txt2img_observed(req, progress, &mut |_, _| {})
+    }
+
+    /// [`StableDiffusion::txt2img`] that shows `observe` the text context of every model
+    /// evaluation (its index from 0, the context) before the UNet uses it: for tests and tools
+    /// that follow prompt editing step by step.
+    pub fn txt2img_observed(
+        &self,
+        req: &Txt2ImgRequest,
+        progress: Progress,
+        observe: &mut dyn FnMut(usize, &Tensor),
+    ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
         let start = Instant::now();
         let mut sampler = req.sampler(&self.scheduler_config)?;
-        let context = self.conditioning(req)?;
+        let context = self.conditioning_schedule(req)?;
 
         // Initial noise from the torch-compatible generator, one draw for the whole batch as
         // diffusers' prepare_latents does with a single generator.
@@ -197,7 +249,7 @@ impl StableDiffusion {
         let latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
 
         let evaluations = sampler.timesteps().len();
-        let latents = self.denoise(
+        let latents = self.denoise_with(
             sampler.as_mut(),
             latents,
             &context,
@@ -205,6 +257,7 @@ impl StableDiffusion {
             0,
             &mut rng,
             progress,
+            &mut Observer(observe),
         )?;
 
         let sampling_time = start.elapsed();
@@ -222,13 +275,14 @@ impl StableDiffusion {
     /// The denoising loop of diffusers' StableDiffusionPipeline.__call__ (and of the img2img
     /// pipeline, which starts it part way): for each entry of `sampler.timesteps()` from
     /// `first_index` on, scale the input, run the UNet on [uncond; cond] when guiding, combine
-    /// (Ho & Salimans 2022) and step. `context` is [uncond; cond] when guiding, else cond.
+    /// (Ho & Salimans 2022) and step. `context` is [uncond; cond] when guiding, else cond, for
+    /// each model evaluation (counted from `first_index`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn denoise(
         &self,
         sampler: &mut dyn Sampler,
         latents: Tensor,
-        context: &Tensor,
+        context: &ScheduledConditioning,
         cfg_scale: f64,
         first_index: usize,
         rng: &mut TorchGenerator,
@@ -253,7 +307,7 @@ impl StableDiffusion {
         &self,
         sampler: &mut dyn Sampler,
         mut latents: Tensor,
-        context: &Tensor,
+        context: &ScheduledConditioning,
         cfg_scale: f64,
         first_index: usize,
         rng: &mut TorchGenerator,
@@ -270,6 +324,8 @@ impl StableDiffusion {
                 latents.clone()
             };
             let model_input = hooks.model_input(sampler.scale_model_input(&model_input, i)?)?;
+            let context = context.at_step(i - first_index);
+            hooks.observe_context(i - first_index, context);
             let prediction = self.unet.forward(&model_input, t, context)?;
             let prediction = if do_cfg {
                 guidance::combine(&prediction, cfg_scale)?

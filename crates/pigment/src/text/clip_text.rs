@@ -195,6 +195,35 @@ impl ClipTextModel {
         self.layers.len()
     }
 
+    /// Width of the token embeddings (768 for SD1's CLIP ViT-L, 1024 for SD2's OpenCLIP ViT-H).
+    pub fn hidden_size(&self) -> usize {
+        self.token_embedding.hidden_size()
+    }
+
+    /// Rows of the token-embedding table: the vocabulary plus any appended vectors.
+    pub fn token_count(&self) -> usize {
+        self.token_embedding.embeddings().dim(0).unwrap_or(0)
+    }
+
+    /// Appends `rows` ([n, hidden_size]) to the token-embedding table and returns the id of the
+    /// first: textual inversion, as diffusers' `load_textual_inversion` resizes the table
+    /// (`resize_token_embeddings`) and writes the learned vectors into the new rows.
+    pub fn append_token_embeddings(&mut self, rows: &Tensor) -> Result<u32> {
+        let table = self.token_embedding.embeddings();
+        let hidden = self.hidden_size();
+        let (_, width) = rows.dims2()?;
+        if width != hidden {
+            return Err(Error::invalid(format!(
+                "token vectors are {width} wide but the text encoder's hidden size is {hidden}"
+            )));
+        }
+        let first = table.dim(0)?;
+        let rows = rows.to_dtype(table.dtype())?.to_device(table.device())?;
+        let extended = Tensor::cat(&[table, &rows], 0)?;
+        self.token_embedding = Embedding::new(extended, hidden);
+        u32::try_from(first).map_err(|_| Error::invalid("token-embedding table too large"))
+    }
+
     /// `last_hidden_state` (after `final_layer_norm`), as diffusers' `encode_prompt` uses it.
     /// `input_ids`: [batch, seq] u32, seq at most `max_position_embeddings`.
     /// Returns [batch, seq, hidden_size].

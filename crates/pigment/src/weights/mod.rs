@@ -55,6 +55,7 @@ mod torch_file;
 mod validate;
 
 pub use checkpoint::Checkpoint;
+pub(crate) use torch_file::load_all as load_torch_tensors;
 
 /// Model family of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

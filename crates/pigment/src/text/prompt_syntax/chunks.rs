@@ -53,15 +53,60 @@ pub fn tokenize_weighted_with_backtrack(
     fragments: &[(String, f32)],
     comma_padding_backtrack: usize,
 ) -> Result<Vec<PromptChunk>> {
+    tokenize_weighted_with_embeddings(tokenizer, fragments, comma_padding_backtrack, &[])
+}
+
+/// A textual-inversion embedding as `tokenize_line` sees it: the token ids of its trigger word
+/// (the name tokenized without BOS/EOS, as A1111's `EmbeddingDatabase.register_embedding`
+/// does) and one id per vector, which the chunk holds where the embedding stands. (A1111 puts
+/// placeholder zeros there and patches the token embeddings afterwards; ids whose rows of the
+/// token-embedding table are the vectors give the same encoder input.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingTrigger {
+    pub name_ids: Vec<u32>,
+    pub vector_ids: Vec<u32>,
+}
+
+/// [`tokenize_weighted_with_backtrack`] with textual-inversion embeddings: where the tokens of a
+/// fragment spell an embedding's trigger word (the longest match wins, as A1111's
+/// `find_embedding_at_position`), its vectors take `vector_ids.len()` places, all with the
+/// fragment's weight; an embedding that does not fit in the current chunk starts the next one.
+pub fn tokenize_weighted_with_embeddings(
+    tokenizer: &ClipTokenizer,
+    fragments: &[(String, f32)],
+    comma_padding_backtrack: usize,
+    embeddings: &[EmbeddingTrigger],
+) -> Result<Vec<PromptChunk>> {
     let comma = tokenizer.token_to_id(",</w>");
+    // Longest trigger first; a stable sort keeps the given order among equal lengths.
+    let mut triggers: Vec<&EmbeddingTrigger> = embeddings
+        .iter()
+        .filter(|e| !e.name_ids.is_empty() && e.vector_ids.len() <= CHUNK_LENGTH)
+        .collect();
+    triggers.sort_by_key(|e| std::cmp::Reverse(e.name_ids.len()));
     let mut builder = ChunkBuilder::new(tokenizer, comma_padding_backtrack);
     for (text, weight) in fragments {
         if text == BREAK_TEXT && *weight == BREAK_WEIGHT {
             builder.next_chunk();
             continue;
         }
-        for id in tokenizer.encode(text)? {
-            builder.push(id, *weight, Some(id) == comma);
+        let tokens = tokenizer.encode(text)?;
+        let mut position = 0;
+        while position < tokens.len() {
+            let id = tokens[position];
+            builder.make_room(Some(id) == comma);
+            let rest = &tokens[position..];
+            match triggers.iter().find(|e| rest.starts_with(&e.name_ids)) {
+                Some(embedding) => {
+                    builder.push_embedding(&embedding.vector_ids, *weight);
+                    position += embedding.name_ids.len();
+                }
+                None => {
+                    builder.tokens.push(id);
+                    builder.multipliers.push(*weight);
+                    position += 1;
+                }
+            }
         }
     }
     if !builder.tokens.is_empty() || builder.chunks.is_empty() {
@@ -97,7 +142,9 @@ impl ChunkBuilder {
         }
     }
 
-    fn push(&mut self, id: u32, weight: f32, is_comma: bool) {
+    /// What `tokenize_line` does before placing a token: remember a comma, move the text after
+    /// a recent comma to the next chunk when this one is full, start a new chunk when full.
+    fn make_room(&mut self, is_comma: bool) {
         if is_comma {
             self.last_comma = Some(self.tokens.len());
         } else if let Some(comma) = self.last_comma {
@@ -115,8 +162,16 @@ impl ChunkBuilder {
         if self.tokens.len() == CHUNK_LENGTH {
             self.next_chunk();
         }
-        self.tokens.push(id);
-        self.multipliers.push(weight);
+    }
+
+    /// An embedding's vectors, in the next chunk when they do not fit in this one.
+    fn push_embedding(&mut self, vector_ids: &[u32], weight: f32) {
+        if self.tokens.len() + vector_ids.len() > CHUNK_LENGTH {
+            self.next_chunk();
+        }
+        self.tokens.extend_from_slice(vector_ids);
+        self.multipliers
+            .extend(std::iter::repeat_n(weight, vector_ids.len()));
     }
 
     /// A1111's `next_chunk`: pad, wrap, store, start an empty chunk.

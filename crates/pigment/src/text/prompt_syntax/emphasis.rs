@@ -35,6 +35,52 @@ pub fn apply_emphasis(z: &Tensor, multipliers: &[f32]) -> Result<Tensor> {
     Ok(rescaled.to_dtype(dtype)?)
 }
 
+/// One row of a batch for [`apply_emphasis_batch`]: encoder output `[1, tokens, hidden]`, its
+/// multipliers, and how many times the row stands in the batch.
+pub struct EmphasisRow<'a> {
+    pub z: &'a Tensor,
+    pub multipliers: &'a [f32],
+    pub count: usize,
+}
+
+/// [`apply_emphasis`] over a batch, as A1111's `process_tokens` runs it: the means are taken over
+/// the whole batch (every prompt of a prompt-editing schedule is encoded in one batch), so a row
+/// repeated `count` times counts `count` times. Rows whose prompts repeat are encoded once and
+/// passed with their count instead. When every multiplier is 1 the rows come back unchanged
+/// (A1111's `z * 1 * (m / m)` is `z` exactly).
+pub fn apply_emphasis_batch(rows: &[EmphasisRow]) -> Result<Vec<Tensor>> {
+    if rows.iter().all(|r| r.multipliers.iter().all(|&m| m == 1.0)) {
+        return Ok(rows.iter().map(|r| r.z.clone()).collect());
+    }
+    let mut weighted = Vec::with_capacity(rows.len());
+    let (mut original_sum, mut new_sum, mut elements) = (0f64, 0f64, 0f64);
+    for row in rows {
+        let (batch, tokens, hidden) = row.z.dims3()?;
+        if batch != 1 || tokens != row.multipliers.len() {
+            return Err(Error::invalid(format!(
+                "emphasis needs encoder output [1, {}, hidden] per row, got {:?}",
+                row.multipliers.len(),
+                row.z.dims()
+            )));
+        }
+        let z = row.z.to_dtype(DType::F32)?;
+        let m = Tensor::from_slice(row.multipliers, (1, tokens, 1), z.device())?;
+        let scaled = z.broadcast_mul(&m)?;
+        let count = row.count as f64;
+        original_sum += count * f64::from(z.sum_all()?.to_scalar::<f32>()?);
+        new_sum += count * f64::from(scaled.sum_all()?.to_scalar::<f32>()?);
+        elements += count * (tokens * hidden) as f64;
+        weighted.push(scaled);
+    }
+    let original_mean = (original_sum / elements) as f32;
+    let new_mean = (new_sum / elements) as f32;
+    let factor = f64::from(original_mean / new_mean);
+    rows.iter()
+        .zip(weighted)
+        .map(|(row, w)| Ok((w * factor)?.to_dtype(row.z.dtype())?))
+        .collect()
+}
+
 /// Encodes every chunk with `encode` (ids -> `[1, 77, hidden]`), applies its emphasis and joins
 /// the results along the token axis: `[1, 77 * chunks, hidden]`. The UNet's cross-attention
 /// accepts any context length.

@@ -32,10 +32,12 @@ pub use attention::{
     BREAK_WEIGHT,
 };
 pub use chunks::{
-    tokenize_weighted, tokenize_weighted_with_backtrack, PromptChunk, CHUNK_LENGTH,
-    COMMA_PADDING_BACKTRACK,
+    tokenize_weighted, tokenize_weighted_with_backtrack, tokenize_weighted_with_embeddings,
+    EmbeddingTrigger, PromptChunk, CHUNK_LENGTH, COMMA_PADDING_BACKTRACK,
 };
-pub use emphasis::{apply_emphasis, encode_weighted, pad_cond_uncond};
+pub use emphasis::{
+    apply_emphasis, apply_emphasis_batch, encode_weighted, pad_cond_uncond, EmphasisRow,
+};
 pub use schedule::{
     get_learned_conditioning_prompt_schedules, prompt_at_step, prompt_schedule, ScheduleOptions,
 };
