@@ -11,12 +11,14 @@
 
 mod blur;
 mod canny;
+pub mod controlnet;
 mod hysteresis;
 mod nms;
 mod scribble;
 mod sobel;
 
 pub use canny::{canny, CannyInput};
+pub use controlnet::{load_controlnet, ControlNetConfig, ControlNetModel, ControlNetOutput};
 pub use scribble::{
     control_image_from_edges, scribble_from_edges, scribble_from_edges_with, SCRIBBLE_SIGMA,
     SCRIBBLE_THRESHOLD,

@@ -2,6 +2,7 @@
 //! A pipeline chooses and wires components; it holds no numerics of its own.
 
 pub mod conditioning;
+pub mod controlnet;
 pub mod img2img;
 pub mod inpaint;
 pub mod instruct_pix2pix;
@@ -13,6 +14,7 @@ pub mod textual_inversion;
 pub mod txt2img;
 
 pub use conditioning::{prompt_warnings, PromptSyntax, ScheduledConditioning};
+pub use controlnet::{control_image_tensor, ControlNetRequest, ControlNetUnit};
 pub use img2img::Img2ImgRequest;
 pub use inpaint::InpaintRequest;
 pub use instruct_pix2pix::InstructPix2PixRequest;

@@ -15,6 +15,7 @@ use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
 use crate::samplers::{build_sampler, Sampler, SamplerKind, SamplerOptions};
 use crate::schedule::SchedulerConfig;
+use crate::unet::UNetExtras;
 
 /// Everything a text-to-image run needs besides the model.
 #[derive(Debug, Clone)]
@@ -68,6 +69,20 @@ pub(crate) trait DenoiseHooks {
     /// Sees the text context of model evaluation `step` (0 = the run's first), just before
     /// the UNet uses it.
     fn observe_context(&mut self, _step: usize, _context: &Tensor) {}
+    /// Residuals for the UNet's skip connections and mid block at model evaluation `step` of
+    /// `steps` (counted from the run's first), timestep `t`, given the sampler-scaled latents
+    /// and the text context (both [uncond; cond] rows when guiding): ControlNet's
+    /// `(down_block_additional_residuals, mid_block_additional_residual)`.
+    fn unet_residuals(
+        &mut self,
+        _step: usize,
+        _steps: usize,
+        _t: f64,
+        _scaled: &Tensor,
+        _context: &Tensor,
+    ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
+        Ok(None)
+    }
     /// The latents after `sampler.step` at entry `step_index` of `sampler.timesteps()`.
     fn after_step(
         &mut self,
@@ -230,6 +245,16 @@ impl StableDiffusion {
         progress: Progress,
         observe: &mut dyn FnMut(usize, &Tensor),
     ) -> Result<Txt2ImgOutput> {
+        self.txt2img_with(req, progress, &mut Observer(observe))
+    }
+
+    /// [`StableDiffusion::txt2img`] with `hooks` in the denoising loop (ControlNet).
+    pub(crate) fn txt2img_with(
+        &self,
+        req: &Txt2ImgRequest,
+        progress: Progress,
+        hooks: &mut dyn DenoiseHooks,
+    ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
         let start = Instant::now();
         let mut sampler = req.sampler(&self.scheduler_config)?;
@@ -257,7 +282,7 @@ impl StableDiffusion {
             0,
             &mut rng,
             progress,
-            &mut Observer(observe),
+            hooks,
         )?;
 
         let sampling_time = start.elapsed();
@@ -323,10 +348,17 @@ impl StableDiffusion {
             } else {
                 latents.clone()
             };
-            let model_input = hooks.model_input(sampler.scale_model_input(&model_input, i)?)?;
+            let scaled = sampler.scale_model_input(&model_input, i)?;
             let context = context.at_step(i - first_index);
+            let residuals = hooks.unet_residuals(i - first_index, total, t, &scaled, context)?;
+            let model_input = hooks.model_input(scaled)?;
             hooks.observe_context(i - first_index, context);
-            let prediction = self.unet.forward(&model_input, t, context)?;
+            let extras = UNetExtras {
+                down_block_residuals: residuals.as_ref().map(|(down, _)| down.as_slice()),
+                mid_block_residual: residuals.as_ref().map(|(_, mid)| mid),
+                ..UNetExtras::default()
+            };
+            let prediction = self.unet.forward_with(&model_input, t, context, &extras)?;
             let prediction = if do_cfg {
                 guidance::combine(&prediction, cfg_scale)?
             } else {

@@ -3,12 +3,12 @@
 
 pub(crate) mod attention;
 pub mod config;
-mod down_block;
+pub(crate) mod down_block;
 pub(crate) mod embeddings;
 pub mod hooks;
-mod mid_block;
+pub(crate) mod mid_block;
 mod model;
-mod plan;
+pub(crate) mod plan;
 pub(crate) mod resample;
 pub(crate) mod resnet;
 pub(crate) mod transformer;
