@@ -67,8 +67,10 @@ pub fn apply_emphasis_batch(rows: &[EmphasisRow]) -> Result<Vec<Tensor>> {
         let m = Tensor::from_slice(row.multipliers, (1, tokens, 1), z.device())?;
         let scaled = z.broadcast_mul(&m)?;
         let count = row.count as f64;
-        original_sum += count * f64::from(z.sum_all()?.to_scalar::<f32>()?);
-        new_sum += count * f64::from(scaled.sum_all()?.to_scalar::<f32>()?);
+        // Sums in f64: the means may be near zero (SD2), where f32 rounding of long sums shows
+        // in their ratio; torch's pairwise f32 sum is close to the exact value.
+        original_sum += count * z.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        new_sum += count * scaled.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         elements += count * (tokens * hidden) as f64;
         weighted.push(scaled);
     }
