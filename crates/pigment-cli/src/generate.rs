@@ -109,6 +109,8 @@ pub struct GenerateArgs {
     /// 360-degree panorama (diffusers' circular_padding).
     #[arg(long)]
     pub circular: bool,
+    #[command(flatten)]
+    pub control: crate::control_args::ControlArgs,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -170,6 +172,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "--window/--stride/--region/--circular (MultiDiffusion) are text-to-image only: drop --init-image"
         );
     }
+    let control = args.control.plan()?;
+    if control.is_some()
+        && (args.init_image.is_some()
+            || args.panorama
+            || args.window.is_some()
+            || args.stride.is_some()
+            || args.circular
+            || !regions.is_empty())
+    {
+        anyhow::bail!(
+            "--controlnet is text-to-image only here: drop --init-image/--mask and the \
+             MultiDiffusion flags (--panorama/--window/--stride/--region/--circular)"
+        );
+    }
     let mask = match &args.mask {
         Some(path) => Some(mask_luma(&load_image(path).context("reading --mask")?)),
         None => None,
@@ -222,9 +238,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let native = model.unet.config().sample_size * model.vae_scale_factor();
     // img2img defaults to the init image's size; a different --width/--height is rejected.
-    let (default_width, default_height) = init_image.as_ref().map_or((native, native), |img| {
-        (img.width() as usize, img.height() as usize)
-    });
+    // ControlNet: the control image's size, as diffusers' pipeline takes it.
+    let (default_width, default_height) = init_image
+        .as_ref()
+        .map(|img| (img.width() as usize, img.height() as usize))
+        .or(control.as_ref().and_then(|c| c.size()))
+        .unwrap_or((native, native));
     let request = Txt2ImgRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -238,6 +257,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         height: args.height.unwrap_or(default_height),
         batch_size: args.batch,
         clip_skip: args.clip_skip,
+        ..Txt2ImgRequest::default()
     };
     let img2img = init_image.map(|init_image| Img2ImgRequest {
         base: request.clone(),
@@ -258,6 +278,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }),
         _ => None,
     };
+    let control_request = control.as_ref().map(|c| c.request(&model)).transpose()?;
+    if let Some(c) = &control_request {
+        c.validate(&model, &request)?;
+    }
     match (&inpaint, &img2img) {
         (Some(req), _) => req.validate(&model)?,
         (None, Some(req)) => req.validate(&model)?,
@@ -281,7 +305,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, Some(req)) => model.img2img(req, &mut progress)?,
         (None, None) => match &panorama {
             Some(req) => model.panorama(req, &mut progress)?,
-            None => model.txt2img(&request, &mut progress)?,
+            None => match &control_request {
+                Some(c) => model.txt2img_controlnet(&request, c, &mut progress)?,
+                None => model.txt2img(&request, &mut progress)?,
+            },
         },
     };
     bar.finish_and_clear();
@@ -296,6 +323,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 None => request.parameters(&model.name),
             },
         };
+        if let Some(c) = &control {
+            params.extra.extend(c.parameters());
+        }
         if images.len() > 1 {
             params
                 .extra

@@ -1,5 +1,6 @@
 //! `pigment`: text-to-image from the command line.
 
+mod control_args;
 mod edit;
 mod eval;
 mod generate;
