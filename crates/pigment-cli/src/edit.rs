@@ -64,12 +64,16 @@ pub struct EditArgs {
     /// Compute dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    #[command(flatten)]
+    pub prompts: crate::prompt_args::PromptArgs,
 }
 
 pub fn run(args: EditArgs) -> Result<()> {
     let start = Instant::now();
     // Everything a user typed is checked before the model loads.
     let sampler: SamplerKind = args.sampler.parse()?;
+    let prompt_syntax = args.prompts.syntax()?;
+    let embeddings = args.prompts.load_embeddings()?;
     let options = LoadOptions {
         device: pigment::device::parse_device(&args.device)?,
         dtype: pigment::device::parse_dtype(&args.dtype)?,
@@ -100,7 +104,10 @@ pub fn run(args: EditArgs) -> Result<()> {
          timbrooks/instruct-pix2pix) or set PIGMENT_MODEL",
     )?;
 
-    let model = StableDiffusion::load(&model_path, &options)?;
+    let mut model = StableDiffusion::load(&model_path, &options)?;
+    crate::prompt_args::PromptArgs::add_to(&mut model, &embeddings)?;
+    crate::prompt_args::warn_about_prompt("instruction", &args.instruction, prompt_syntax);
+    crate::prompt_args::warn_about_prompt("--negative", &args.negative, prompt_syntax);
     let base = Txt2ImgRequest {
         prompt: args.instruction.clone(),
         negative_prompt: args.negative.clone(),
@@ -110,6 +117,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         karras: args.karras,
         seed: args.seed.unwrap_or_else(random_seed),
         batch_size: args.batch,
+        prompt_syntax,
         ..Txt2ImgRequest::default()
     };
     let request = InstructPix2PixRequest::new(base, image, args.image_cfg);

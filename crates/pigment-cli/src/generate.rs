@@ -111,6 +111,8 @@ pub struct GenerateArgs {
     pub circular: bool,
     #[command(flatten)]
     pub control: crate::control_args::ControlArgs,
+    #[command(flatten)]
+    pub prompts: crate::prompt_args::PromptArgs,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -129,6 +131,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let start = Instant::now();
     // Everything a user typed is checked before the model loads.
     let sampler: SamplerKind = args.sampler.parse()?;
+    let prompt_syntax = args.prompts.syntax()?;
+    let embeddings = args.prompts.load_embeddings()?;
     let prediction = args
         .prediction
         .as_deref()
@@ -236,6 +240,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             );
         }
     }
+    let mut model = model;
+    crate::prompt_args::PromptArgs::add_to(&mut model, &embeddings)?;
+    crate::prompt_args::warn_about_prompt("prompt", &args.prompt, prompt_syntax);
+    crate::prompt_args::warn_about_prompt("--negative", &args.negative, prompt_syntax);
     let native = model.unet.config().sample_size * model.vae_scale_factor();
     // img2img defaults to the init image's size; a different --width/--height is rejected.
     // ControlNet: the control image's size, as diffusers' pipeline takes it.
@@ -257,6 +265,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         height: args.height.unwrap_or(default_height),
         batch_size: args.batch,
         clip_skip: args.clip_skip,
+        prompt_syntax,
         ..Txt2ImgRequest::default()
     };
     let img2img = init_image.map(|init_image| Img2ImgRequest {

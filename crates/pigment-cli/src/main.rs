@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod info;
 mod output;
+mod prompt_args;
 mod train;
 
 use clap::{Parser, Subcommand};
