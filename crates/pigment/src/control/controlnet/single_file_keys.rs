@@ -57,7 +57,7 @@ pub(crate) fn diffusers_name(key: &str, layout: &UnetLayout, hint_last: usize) -
     if let Some(rest) = key.strip_prefix("input_hint_block.") {
         let (index, param) = rest.split_once('.')?;
         let index: usize = index.parse().ok()?;
-        if index % 2 != 0 {
+        if !index.is_multiple_of(2) {
             return None;
         }
         let module = match index {
