@@ -29,7 +29,12 @@ import sys
 import cv2
 import numpy as np
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+from diffusers import (
+    ControlNetModel,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionPipeline,
+)
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -178,6 +183,8 @@ def cases():
         dict(base, units=two, sampler="ddim", seed=7),
         dict(base, units=[dict(one[0], scale=0.9)], guess_mode=True, sampler="euler_a", batch=2),
         dict(base, units=[dict(one[0], start=0.2, end=0.8)], cfg=1.0),
+        # StableDiffusionControlNetImg2ImgPipeline: photo.png as the init image.
+        dict(base, units=[dict(one[0], scale=0.8, start=0.1, end=0.9)], init="photo.png", strength=0.75),
     ]
     for i, c in enumerate(out):
         c["id"] = f"case{i}"
@@ -207,7 +214,8 @@ def main():
     for c in all_cases:
         n = len(c["units"])
         controlnet = cn if n == 1 else [cn] * n
-        pipe = StableDiffusionControlNetPipeline(
+        cls_pipe = StableDiffusionControlNetImg2ImgPipeline if "init" in c else StableDiffusionControlNetPipeline
+        pipe = cls_pipe(
             vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
             controlnet=controlnet, scheduler=base.scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False,
@@ -217,11 +225,16 @@ def main():
         pipe.scheduler = cls.from_config(scheduler_config, **extra)
         images = [Image.open(os.path.join(OUT, u["image"])).convert("RGB") for u in c["units"]]
         pick = (lambda v: v[0]) if n == 1 else (lambda v: v)
+        if "init" in c:
+            extra_args = dict(image=Image.open(os.path.join(OUT, c["init"])).convert("RGB"),
+                              control_image=pick(images), strength=c["strength"])
+        else:
+            extra_args = dict(image=pick(images))
         with torch.no_grad():
             latents = pipe(
+                **extra_args,
                 prompt=[c["prompt"]],
                 negative_prompt=[c["negative"]] if c["negative"] else None,
-                image=pick(images),
                 num_inference_steps=c["steps"],
                 guidance_scale=c["cfg"],
                 width=c["width"],

@@ -2,7 +2,7 @@
 //! tiny ControlNet's forward residuals (plain, guess mode, global_pool_conditions), the original
 //! single-file layout against the diffusers folder, and whole StableDiffusionControlNetPipeline
 //! runs on tiny-sd1 (one ControlNet; two summed with their own scales and start/end; guess mode
-//! with guidance and a batch; guidance off).
+//! with guidance and a batch; guidance off) and a StableDiffusionControlNetImg2ImgPipeline run.
 //!
 //! Tolerances: residuals within 1e-4 max abs relative to max(1, max |reference|) (f32 rounding
 //! over the encoder's layers); whole runs within 2e-3 relative on the final latents and 2/255
@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor};
 use pigment::control::{load_controlnet, ControlNetModel, ControlNetOutput};
 use pigment::image::load_image;
 use pigment::pipelines::{
-    control_image_tensor, ControlNetRequest, ControlNetUnit, LoadOptions, StableDiffusion,
-    Txt2ImgRequest,
+    control_image_tensor, ControlNetRequest, ControlNetUnit, Img2ImgRequest, LoadOptions,
+    StableDiffusion, Txt2ImgRequest,
 };
 use serde::Deserialize;
 
@@ -151,6 +151,11 @@ struct Case {
     sampler: String,
     guess_mode: bool,
     units: Vec<Unit>,
+    /// StableDiffusionControlNetImg2ImgPipeline cases: the init image and strength.
+    #[serde(default)]
+    init: Option<String>,
+    #[serde(default)]
+    strength: Option<f64>,
 }
 
 fn control_unit(model: &Arc<ControlNetModel>, dir: &Path, u: &Unit) -> ControlNetUnit {
@@ -196,9 +201,15 @@ fn pipeline_runs_match_diffusers() {
                 .collect(),
             guess_mode: case.guess_mode,
         };
-        let out = sd
-            .txt2img_controlnet(&req, &control, &mut |_, _| {})
-            .unwrap();
+        let out = match (&case.init, case.strength) {
+            (Some(init), Some(strength)) => {
+                let init = load_image(&dir.join(init)).unwrap();
+                let req = Img2ImgRequest::new(req, init, strength);
+                sd.img2img_controlnet(&req, &control, &mut |_, _| {})
+            }
+            _ => sd.txt2img_controlnet(&req, &control, &mut |_, _| {}),
+        }
+        .unwrap();
         let (latent_err, pixel_err) = reference_errors(&out, &outputs, &case.id, true);
         let what = format!(
             "{} {} ({} units, guess {}): latents rel err {latent_err:.2e}, pixels max diff {pixel_err}",

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::guidance;
 use crate::pipelines::prompt::repeat_rows;
 use crate::pipelines::txt2img::{DenoiseHooks, Progress, Txt2ImgOutput, Txt2ImgRequest};
-use crate::pipelines::StableDiffusion;
+use crate::pipelines::{Img2ImgRequest, StableDiffusion};
 
 /// One ControlNet with its control image and schedule.
 #[derive(Clone)]
@@ -162,6 +162,30 @@ impl StableDiffusion {
         progress: Progress,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        let mut hooks = self.control_hooks(req, control)?;
+        self.txt2img_with(req, progress, &mut hooks)
+    }
+
+    /// Image to image (SDEdit) under ControlNet guidance: diffusers'
+    /// StableDiffusionControlNetImg2ImgPipeline; start/end count over the steps actually run.
+    pub fn img2img_controlnet(
+        &self,
+        req: &Img2ImgRequest,
+        control: &ControlNetRequest,
+        progress: Progress,
+    ) -> Result<Txt2ImgOutput> {
+        req.validate(self)?;
+        let mut hooks = self.control_hooks(&req.base, control)?;
+        self.img2img_with(req, progress, &mut hooks)
+    }
+
+    /// Checks `control` against the model and request, and prepares the control images as
+    /// diffusers' `prepare_image` does.
+    fn control_hooks(
+        &self,
+        req: &Txt2ImgRequest,
+        control: &ControlNetRequest,
+    ) -> Result<ControlHooks> {
         control.validate(self, req)?;
         let do_cfg = guidance::guidance_enabled(req.cfg_scale);
         let guess_mode = control.guess_mode();
@@ -181,7 +205,7 @@ impl StableDiffusion {
             });
         }
         let factor = self.vae_scale_factor();
-        let mut hooks = ControlHooks {
+        Ok(ControlHooks {
             units,
             skip_shapes: self.unet.down_residual_shapes(
                 req.batch_size,
@@ -190,8 +214,7 @@ impl StableDiffusion {
             ),
             guess_mode,
             do_cfg,
-        };
-        self.txt2img_with(req, progress, &mut hooks)
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::image::{image_to_tensor, GenerationParameters};
 use crate::pipelines::prompt::repeat_rows;
-use crate::pipelines::txt2img::{Progress, Txt2ImgOutput, Txt2ImgRequest};
+use crate::pipelines::txt2img::{DenoiseHooks, NoHooks, Progress, Txt2ImgOutput, Txt2ImgRequest};
 use crate::pipelines::StableDiffusion;
 use crate::rng::TorchGenerator;
 use crate::samplers::SamplerKind;
@@ -119,6 +119,16 @@ impl StableDiffusion {
     /// Run image-to-image sampling and decode the result. `evaluations` in the output counts
     /// the model evaluations actually made (fewer than txt2img's when strength < 1).
     pub fn img2img(&self, req: &Img2ImgRequest, progress: Progress) -> Result<Txt2ImgOutput> {
+        self.img2img_with(req, progress, &mut NoHooks)
+    }
+
+    /// [`StableDiffusion::img2img`] with `hooks` in the denoising loop (ControlNet).
+    pub(crate) fn img2img_with(
+        &self,
+        req: &Img2ImgRequest,
+        progress: Progress,
+        hooks: &mut dyn DenoiseHooks,
+    ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
         let base = &req.base;
         let start = Instant::now();
@@ -149,7 +159,7 @@ impl StableDiffusion {
             .to_dtype(self.dtype)?;
 
         let evaluations = sampler.timesteps().len() - first_index;
-        let latents = self.denoise(
+        let latents = self.denoise_with(
             sampler.as_mut(),
             latents,
             &context,
@@ -157,6 +167,7 @@ impl StableDiffusion {
             first_index,
             &mut rng,
             progress,
+            hooks,
         )?;
 
         let sampling_time = start.elapsed();

@@ -95,7 +95,7 @@ pub(crate) trait DenoiseHooks {
 }
 
 /// Plain txt2img / img2img: no extra channels, no blending.
-struct NoHooks;
+pub(crate) struct NoHooks;
 
 impl DenoiseHooks for NoHooks {}
 
@@ -301,32 +301,9 @@ impl StableDiffusion {
     /// pipeline, which starts it part way): for each entry of `sampler.timesteps()` from
     /// `first_index` on, scale the input, run the UNet on [uncond; cond] when guiding, combine
     /// (Ho & Salimans 2022) and step. `context` is [uncond; cond] when guiding, else cond, for
-    /// each model evaluation (counted from `first_index`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn denoise(
-        &self,
-        sampler: &mut dyn Sampler,
-        latents: Tensor,
-        context: &ScheduledConditioning,
-        cfg_scale: f64,
-        first_index: usize,
-        rng: &mut TorchGenerator,
-        progress: Progress,
-    ) -> Result<Tensor> {
-        self.denoise_with(
-            sampler,
-            latents,
-            context,
-            cfg_scale,
-            first_index,
-            rng,
-            progress,
-            &mut NoHooks,
-        )
-    }
-
-    /// `denoise` with `hooks` called on the scaled model input and after every step (the
-    /// inpainting pipeline's extra input channels and known-region blend).
+    /// each model evaluation (counted from `first_index`). `hooks` see the scaled model input,
+    /// may add UNet residuals (ControlNet) and act after every step (the inpainting pipeline's
+    /// extra input channels and known-region blend); `NoHooks` is the plain loop.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn denoise_with(
         &self,
