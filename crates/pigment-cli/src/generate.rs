@@ -178,7 +178,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let control = args.control.plan()?;
     if control.is_some()
-        && (args.init_image.is_some()
+        && (args.mask.is_some()
             || args.panorama
             || args.window.is_some()
             || args.stride.is_some()
@@ -186,7 +186,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             || !regions.is_empty())
     {
         anyhow::bail!(
-            "--controlnet is text-to-image only here: drop --init-image/--mask and the \
+            "--controlnet works with txt2img and img2img (--init-image), not with --mask or the \
              MultiDiffusion flags (--panorama/--window/--stride/--region/--circular)"
         );
     }
@@ -311,7 +311,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let output = match (&inpaint, &img2img) {
         (Some(req), _) => model.inpaint(req, &mut progress)?,
-        (None, Some(req)) => model.img2img(req, &mut progress)?,
+        (None, Some(req)) => match &control_request {
+            Some(c) => model.img2img_controlnet(req, c, &mut progress)?,
+            None => model.img2img(req, &mut progress)?,
+        },
         (None, None) => match &panorama {
             Some(req) => model.panorama(req, &mut progress)?,
             None => match &control_request {

@@ -26,9 +26,9 @@ fn generate(out: &Path, extra: &[&str]) -> Output {
     )
 }
 
-fn max_pixel_diff_to_case0(out: &Path) -> u8 {
+fn max_pixel_diff_to(out: &Path, case: &str) -> u8 {
     let got = image::open(out).unwrap().to_rgb8();
-    let want = fixture_u8_tensor("controlnet", "case0.image");
+    let want = fixture_u8_tensor("controlnet", &format!("{case}.image"));
     max_diff(got.as_raw(), &want)
 }
 
@@ -54,7 +54,7 @@ fn canny_preprocessed_photo_matches_diffusers_and_is_recorded() {
     );
     assert!(run.status.success(), "{}", stderr(&run));
     // Same bar as the library's parity test: within 2/255 per pixel.
-    let worst = max_pixel_diff_to_case0(&out);
+    let worst = max_pixel_diff_to(&out, "case0");
     assert!(worst <= 2, "pixels differ from diffusers by up to {worst}");
 
     let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
@@ -75,8 +75,41 @@ fn canny_preprocessed_photo_matches_diffusers_and_is_recorded() {
     );
     let run = generate(&out2, &["--controlnet", &file, "--control-image", &edges]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let worst = max_pixel_diff_to_case0(&out2);
+    let worst = max_pixel_diff_to(&out2, "case0");
     assert!(worst <= 2, "single file: pixels differ by up to {worst}");
+}
+
+/// case4: StableDiffusionControlNetImg2ImgPipeline, photo.png at strength 0.75, scale 0.8 from
+/// 10% to 90% of the steps run.
+#[test]
+fn img2img_with_a_controlnet_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cn.png");
+    let (net, photo, edges) = (
+        fixture("tiny-controlnet"),
+        fixture("photo.png"),
+        fixture("control_a.png"),
+    );
+    let run = generate(
+        &out,
+        &[
+            "--init-image",
+            &photo,
+            "--controlnet",
+            &net,
+            "--control-image",
+            &edges,
+            "--control-scale",
+            "0.8",
+            "--control-start",
+            "0.1",
+            "--control-end",
+            "0.9",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let worst = max_pixel_diff_to(&out, "case4");
+    assert!(worst <= 2, "pixels differ from diffusers by up to {worst}");
 }
 
 #[test]
@@ -104,10 +137,7 @@ fn bad_controlnet_input_is_a_clear_error() {
             "need 0 <= start < end <= 1",
         ),
         (&["--control-end", "1.5"][..], "need 0 <= start < end <= 1"),
-        (
-            &["--control-start=-0.1"][..],
-            "need 0 <= start < end <= 1",
-        ),
+        (&["--control-start=-0.1"][..], "need 0 <= start < end <= 1"),
         (
             &["--preprocess", "depth"][..],
             "--preprocess depth: unknown",
@@ -121,6 +151,9 @@ fn bad_controlnet_input_is_a_clear_error() {
     ] {
         assert_clean_error(&with(flags), &out, needle);
     }
+    let photo = fixture("photo.png");
+    let run = with(&["--init-image", &photo, "--mask", &photo]);
+    assert_clean_error(&run, &out, "not with --mask");
     let run = generate(&out, &["--control-image", &edges]);
     assert_clean_error(&run, &out, "need a ControlNet: pass --controlnet PATH");
     let run = generate(
