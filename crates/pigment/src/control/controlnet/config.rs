@@ -161,3 +161,55 @@ impl ControlNetConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unet::plan::UNetPlan;
+
+    /// lllyasviel/sd-controlnet-canny's config.json (diffusers 0.14), trimmed to what it sets.
+    const SD15_CANNY: &str = r#"{
+        "_class_name": "ControlNetModel", "act_fn": "silu", "attention_head_dim": 8,
+        "block_out_channels": [320, 640, 1280, 1280], "class_embed_type": null,
+        "conditioning_embedding_out_channels": [16, 32, 96, 256],
+        "controlnet_conditioning_channel_order": "rgb", "cross_attention_dim": 768,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                             "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+        "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+        "norm_num_groups": 32, "num_class_embeds": null, "only_cross_attention": false,
+        "projection_class_embeddings_input_dim": null, "resnet_time_scale_shift": "default",
+        "upcast_attention": false, "use_linear_projection": false
+    }"#;
+
+    #[test]
+    fn sd15_config_plans_the_sd15_encoder() {
+        let c: ControlNetConfig = serde_json::from_str(SD15_CANNY).unwrap();
+        assert_eq!(c.mid_block_type.as_deref(), Some("UNetMidBlock2DCrossAttn"));
+        assert!(!c.global_pool_conditions);
+        let plan = UNetPlan::new(&c.encoder_config().unwrap()).unwrap();
+        let heads: Vec<_> = plan.down.iter().map(|b| b.transformer.heads).collect();
+        assert_eq!(heads, vec![8, 8, 8, 8]);
+        assert!(!plan.down[3].cross_attention);
+        assert_eq!(plan.time_embed_dim, 1280);
+        assert_eq!(plan.mid.unwrap().cross_attention_dim, 768);
+    }
+
+    #[test]
+    fn unsupported_values_are_config_errors() {
+        let mut c: ControlNetConfig = serde_json::from_str(SD15_CANNY).unwrap();
+        c.mid_block_type = Some("UNetMidBlock2D".into());
+        let e = c.encoder_config().unwrap_err().to_string();
+        assert!(e.contains("mid_block_type"), "{e}");
+        let mut c: ControlNetConfig = serde_json::from_str(SD15_CANNY).unwrap();
+        c.controlnet_conditioning_channel_order = "rbg".into();
+        let e = c.encoder_config().unwrap_err().to_string();
+        assert!(e.contains("rgb"), "{e}");
+        let mut c: ControlNetConfig = serde_json::from_str(SD15_CANNY).unwrap();
+        c.addition_embed_type = Some("text_time".into());
+        let e = UNetPlan::new(&c.encoder_config().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addition_embed_type"), "{e}");
+    }
+}
