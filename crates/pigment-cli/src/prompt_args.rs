@@ -65,7 +65,11 @@ impl PromptArgs {
                 "embedding `{}` ({} vector{}) from {}",
                 embedding.name,
                 embedding.vector_count(),
-                if embedding.vector_count() == 1 { "" } else { "s" },
+                if embedding.vector_count() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 embedding.path.display()
             );
         }

@@ -13,8 +13,18 @@ fn generate(prompt: &str, out: &Path, flags: &[&str]) -> Output {
     let model = fixtures().join("models/tiny-sd1").display().to_string();
     let out = out.display().to_string();
     let mut args = vec![
-        "generate", prompt, "--model", &model, "--out", &out, "--seed", "0", "--steps", "2",
-        "--sampler", "euler",
+        "generate",
+        prompt,
+        "--model",
+        &model,
+        "--out",
+        &out,
+        "--seed",
+        "0",
+        "--steps",
+        "2",
+        "--sampler",
+        "euler",
     ];
     args.extend_from_slice(flags);
     pigment(&args)
@@ -65,13 +75,21 @@ fn embeddings_are_used_by_their_trigger_words() {
         &["--embedding", &diffusers],
     );
     assert_ok(&run);
-    assert!(stderr(&run).contains("embedding `<tiny-cat>` (2 vectors)"), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("embedding `<tiny-cat>` (2 vectors)"),
+        "{}",
+        stderr(&run)
+    );
     assert_ok(&generate(
         "a photo of <tiny-cat> on a hill",
         &path("dp.png"),
         &["--embedding", &diffusers, "--prompt-syntax", "plain"],
     ));
-    assert_ok(&generate("a photo of <tiny-cat> on a hill", &path("none.png"), &[]));
+    assert_ok(&generate(
+        "a photo of <tiny-cat> on a hill",
+        &path("none.png"),
+        &[],
+    ));
     assert_eq!(pixels(&path("d.png")), pixels(&path("dp.png")));
     assert_ne!(pixels(&path("d.png")), pixels(&path("none.png")));
 
@@ -79,7 +97,11 @@ fn embeddings_are_used_by_their_trigger_words() {
     // a file or from the embeddings folder.
     let dir_flag = fixtures().join("prompts/embeddings").display().to_string();
     let cat = embedding("tinycat.safetensors");
-    assert_ok(&generate("a photo of tinycat on a hill", &path("c.png"), &["--embedding", &cat]));
+    assert_ok(&generate(
+        "a photo of tinycat on a hill",
+        &path("c.png"),
+        &["--embedding", &cat],
+    ));
     assert_ok(&generate(
         "a photo of tinydog on a hill",
         &path("g.png"),
@@ -108,9 +130,17 @@ fn an_unbalanced_bracket_proceeds_with_a_warning_naming_the_column() {
     );
     assert_ok(&plain);
     assert!(!stderr(&plain).contains("warning: prompt"));
-    let negative = generate("a red star", &dir.path().join("n.png"), &["--negative", "blurry]"]);
+    let negative = generate(
+        "a red star",
+        &dir.path().join("n.png"),
+        &["--negative", "blurry]"],
+    );
     assert_ok(&negative);
-    assert!(stderr(&negative).contains("warning: --negative, column 7"), "{}", stderr(&negative));
+    assert!(
+        stderr(&negative).contains("warning: --negative, column 7"),
+        "{}",
+        stderr(&negative)
+    );
 }
 
 #[test]
@@ -125,7 +155,10 @@ fn bad_prompt_flags_are_clean_errors() {
     let run = generate(prompt, &out, &["--embedding", &missing]);
     assert_clean_error(&run, &out, "missing.pt");
 
-    let wide = fixtures().join("prompts/wide.safetensors").display().to_string();
+    let wide = fixtures()
+        .join("prompts/wide.safetensors")
+        .display()
+        .to_string();
     let run = generate(prompt, &out, &["--embedding", &wide]);
     assert_clean_error(&run, &out, "width 48");
     assert!(stderr(&run).contains("hidden size 32"), "{}", stderr(&run));
@@ -143,8 +176,13 @@ fn bad_prompt_flags_are_clean_errors() {
     // edit reads the same flags, checked before anything loads.
     let image = fixtures().join("image").display().to_string();
     let run = pigment(&[
-        "edit", &image, "make it winter", "--out", &out.display().to_string(),
-        "--prompt-syntax", "nope",
+        "edit",
+        &image,
+        "make it winter",
+        "--out",
+        &out.display().to_string(),
+        "--prompt-syntax",
+        "nope",
     ]);
     assert_clean_error(&run, &out, "unknown prompt syntax `nope`");
 }

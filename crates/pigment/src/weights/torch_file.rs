@@ -399,6 +399,30 @@ fn storage_dtype(name: &str) -> Option<(StoredDType, usize)> {
     })
 }
 
+/// Every tensor of a small PyTorch file (an embedding), read whole into f32 CPU tensors.
+pub(crate) fn load_all(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>> {
+    let file = read(path)?;
+    let mut out = Vec::with_capacity(file.tensors.len());
+    for (name, stored) in file.tensors {
+        if stored.order != Order::RowMajor && stored.shape.iter().filter(|&&d| d > 1).count() > 1 {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {name} is stored column-major; re-save it with contiguous tensors"),
+            ));
+        }
+        let dtype = stored
+            .dtype()
+            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {e}")))?;
+        let len = stored.elem_count() * dtype.size_in_bytes();
+        let tensor = stored
+            .load_bytes(0, len, &stored.shape, &candle_core::Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {e}")))?;
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,28 +474,4 @@ mod tests {
         assert!(is_contiguous(&[4, 1, 1, 1], &[1, 1, 1, 1], false));
         assert!(!is_contiguous(&[2, 3], &[6, 1], false));
     }
-}
-
-/// Every tensor of a small PyTorch file (an embedding), read whole into f32 CPU tensors.
-pub(crate) fn load_all(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>> {
-    let file = read(path)?;
-    let mut out = Vec::with_capacity(file.tensors.len());
-    for (name, stored) in file.tensors {
-        if stored.order != Order::RowMajor && stored.shape.iter().filter(|&&d| d > 1).count() > 1 {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor {name} is stored column-major; re-save it with contiguous tensors"),
-            ));
-        }
-        let dtype = stored
-            .dtype()
-            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {e}")))?;
-        let len = stored.elem_count() * dtype.size_in_bytes();
-        let tensor = stored
-            .load_bytes(0, len, &stored.shape, &candle_core::Device::Cpu)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {e}")))?;
-        out.push((name, tensor));
-    }
-    Ok(out)
 }
