@@ -319,6 +319,8 @@ CASES = [
     ("alternation", "tiny-sd1", "a [(cat:1.3)|dog] on a hill", 3, 1, [],
      [(1, "a (cat:1.3) on a hill"), (2, "a dog on a hill"), (3, "a (cat:1.3) on a hill")]),
     ("embedding", "tiny-sd1", "a photo of (tinycat:1.2) on a hill", 4, 1, ["tinycat"]),
+    # 74 tokens, then an embedding of 2 vectors: it does not fit and starts the next chunk.
+    ("embedding_overflow", "tiny-sd1", "a " * 74 + "(tinycat:1.1) star", 4, 1, ["tinycat"]),
     ("sd2_break", "tiny-sd2", "a (red:1.3) star BREAK and a [blue] square", 4, 1, []),
     ("sd2_long", "tiny-sd2", LONG, 4, 1, []),
 ]
