@@ -240,11 +240,10 @@ fn attention_hook_sees_every_attention_by_its_diffusers_path() {
         let hooked = unet
             .forward_with(&r["sample"], 981.0, &r["encoder_hidden_states"], &extras)
             .unwrap();
-        assert_eq!(
-            max_abs_diff(&hooked, &plain),
-            0.0,
-            "{name}: a no-op hook changed the output"
-        );
+        // A hook takes the unfused attention path (it needs the probabilities); the plain
+        // forward runs the fused CPU kernel, which differs only by f32 summation order.
+        let diff = max_abs_diff(&hooked, &plain);
+        assert!(diff < 1e-5, "{name}: a no-op hook changed the output by {diff}");
 
         let (_, weights) = unet_files(name);
         let keys: Vec<String> = candle_core::safetensors::load(&weights, &Device::Cpu)

@@ -21,8 +21,54 @@ pub(crate) fn gemm_f32(
     dst_row_stride: usize,
     lhs: Operand,
     rhs: Operand,
+    shape: (usize, usize, usize),
+    accumulate: bool,
+) -> Result<()> {
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    gemm_f32_with(
+        dst,
+        dst_row_stride,
+        lhs,
+        rhs,
+        shape,
+        accumulate,
+        parallelism,
+    )
+}
+
+/// [`gemm_f32`] on the calling thread only: for callers that already run one task per thread.
+pub(crate) fn gemm_f32_serial(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: Operand,
+    rhs: Operand,
+    shape: (usize, usize, usize),
+    accumulate: bool,
+) -> Result<()> {
+    gemm_f32_with(
+        dst,
+        dst_row_stride,
+        lhs,
+        rhs,
+        shape,
+        accumulate,
+        Parallelism::None,
+    )
+}
+
+fn gemm_f32_with(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: Operand,
+    rhs: Operand,
     (m, n, depth): (usize, usize, usize),
     accumulate: bool,
+    parallelism: Parallelism,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -71,12 +117,6 @@ pub(crate) fn gemm_f32(
         }
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
     // SAFETY: every index the kernel reads or writes (row < m or depth, col < n or depth, at the
     // given offsets and strides; unit column stride in dst) was checked to lie inside its slice
     // above; dst is a unique borrow, so it cannot alias lhs or rhs.

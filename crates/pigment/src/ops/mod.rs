@@ -1,15 +1,18 @@
 //! Hot-path tensor operations that candle's CPU backend runs slowly, rewritten for CPU f32
 //! (other devices and dtypes fall back to candle).
 
+mod attention;
 mod channel;
 mod conv2d;
 pub mod conv2d_train;
 mod conv_kernel;
+mod fast_exp;
 mod gemm;
 mod group_norm;
 mod layer_norm;
 mod linear;
 
+pub use attention::{fused_attention, set_fast_attention, FusedAttention};
 pub use channel::{add_channel_bias, scale_channels};
 pub use conv2d::{conv2d, set_fast_conv, Conv2d};
 pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};

@@ -123,6 +123,11 @@ where
     let (b, lq, inner) = q.dims3()?;
     let head_dim = inner / heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
+    if probs_hook.is_none() {
+        if let Some(out) = crate::ops::fused_attention(q, k, v, heads, scale)? {
+            return Ok(out);
+        }
+    }
     let mut q = split_heads(q, heads)?;
     let mut k = split_heads(k, heads)?;
     let v = split_heads(v, heads)?;

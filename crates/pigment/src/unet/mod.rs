@@ -14,6 +14,7 @@ pub(crate) mod resnet;
 pub(crate) mod transformer;
 mod up_block;
 
+pub use attention::multi_head_attention;
 pub use config::{PerBlock, UNet2DConditionConfig};
 pub use hooks::{AttentionHook, AttentionSite, UNetExtras};
 pub use model::UNet2DConditionModel;
