@@ -5,7 +5,9 @@ mod decoder;
 mod encoder;
 mod gaussian;
 mod model;
+pub mod tiling;
 
 pub use config::AutoencoderKLConfig;
 pub use gaussian::DiagonalGaussian;
 pub use model::AutoencoderKL;
+pub use tiling::VaeTiling;

@@ -8,6 +8,7 @@ use super::config::AutoencoderKLConfig;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
 use super::gaussian::DiagonalGaussian;
+use super::tiling::{tiled, VaeTiling};
 use crate::error::{Error, Result};
 use crate::ops::Conv2d;
 
@@ -18,6 +19,7 @@ pub struct AutoencoderKL {
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
+    tiling: VaeTiling,
 }
 
 impl AutoencoderKL {
@@ -43,11 +45,28 @@ impl AutoencoderKL {
                 None
             },
             config: cfg.clone(),
+            tiling: VaeTiling::Off,
         })
     }
 
     pub fn config(&self) -> &AutoencoderKLConfig {
         &self.config
+    }
+
+    /// When `encode` / `decode` work in tiles (see [`VaeTiling`]; default off, as diffusers).
+    pub fn set_tiling(&mut self, tiling: VaeTiling) {
+        self.tiling = tiling;
+    }
+
+    pub fn tiling(&self) -> VaeTiling {
+        self.tiling
+    }
+
+    /// Tile side in pixels and in latent cells: diffusers' `tile_sample_min_size` (the
+    /// config's `sample_size`) and `tile_latent_min_size`.
+    fn tile_sizes(&self) -> (usize, usize) {
+        let pixels = self.config.sample_size;
+        (pixels, pixels / self.config.downscale_factor())
     }
 
     /// The compute dtype (that of the weights); outputs have it too.
@@ -60,12 +79,23 @@ impl AutoencoderKL {
     pub fn encode(&self, images: &Tensor) -> Result<DiagonalGaussian> {
         self.check_input(images, self.config.in_channels, "images", "in_channels")?;
         let x = images.to_dtype(self.dtype)?;
-        let moments = self.encoder.forward(&x)?;
-        let moments = match &self.quant_conv {
-            Some(c) => c.forward(&moments)?,
-            None => moments,
+        let (_, _, h, w) = x.dims4()?;
+        let (tile_pixels, tile_latent) = self.tile_sizes();
+        let moments = if self.tiling.applies(h, w, tile_pixels) {
+            tiled(&x, tile_pixels, tile_latent, &|t| self.encode_moments(t))?
+        } else {
+            self.encode_moments(&x)?
         };
         DiagonalGaussian::from_moments(&moments)
+    }
+
+    /// Encoder and quant_conv on one image or tile: the moments (mean, logvar).
+    fn encode_moments(&self, x: &Tensor) -> Result<Tensor> {
+        let moments = self.encoder.forward(x)?;
+        Ok(match &self.quant_conv {
+            Some(c) => c.forward(&moments)?,
+            None => moments,
+        })
     }
 
     /// Unscaled latents [B, latent_channels, h, w] (UNet latents divided by `scaling_factor`) ->
@@ -78,9 +108,20 @@ impl AutoencoderKL {
             "latent_channels",
         )?;
         let z = latents.to_dtype(self.dtype)?;
+        let (_, _, h, w) = z.dims4()?;
+        let (tile_pixels, tile_latent) = self.tile_sizes();
+        let f = self.config.downscale_factor();
+        if self.tiling.applies(h * f, w * f, tile_pixels) {
+            return tiled(&z, tile_latent, tile_pixels, &|t| self.decode_whole(t));
+        }
+        self.decode_whole(&z)
+    }
+
+    /// post_quant_conv and decoder on one latent or tile.
+    fn decode_whole(&self, z: &Tensor) -> Result<Tensor> {
         let z = match &self.post_quant_conv {
-            Some(c) => c.forward(&z)?,
-            None => z,
+            Some(c) => c.forward(z)?,
+            None => z.clone(),
         };
         self.decoder.forward(&z)
     }
