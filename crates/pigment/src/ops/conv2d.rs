@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, T
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv_kernel::{conv2d_f32, ConvGeometry};
+use super::packed_weight::PackedWeight;
 use crate::error::{Error, Result};
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
@@ -30,6 +31,9 @@ pub struct Conv2d {
     /// The CPU f32 kernel and its weights; None when the weights are not CPU f32 or are
     /// variables (training needs candle's op for the backward pass).
     fast: Option<Arc<FastConv>>,
+    /// f16 or int8 weights (`--weights`), widened in each forward; `weight` is then an empty
+    /// placeholder.
+    packed: Option<Arc<PackedWeight>>,
 }
 
 #[derive(Debug)]
@@ -97,11 +101,39 @@ impl Conv2d {
             stride,
             padding,
             fast,
+            packed: None,
         })
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// A convolution whose weight is held packed (see [`super::packed_weight`]).
+    pub fn new_packed(
+        weight: PackedWeight,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let placeholder = Tensor::zeros(
+            0,
+            bias.as_ref().map_or(DType::F32, |b| b.dtype()),
+            &Device::Cpu,
+        )?;
+        Ok(Self {
+            weight: placeholder,
+            bias,
+            stride,
+            padding,
+            fast: None,
+            packed: Some(Arc::new(weight)),
+        })
+    }
+
+    /// The weight [out, in, k, k] in the compute dtype (unpacked into a new tensor when it is
+    /// held packed).
+    pub fn weight(&self) -> candle_core::Result<Tensor> {
+        match &self.packed {
+            Some(packed) => packed.unpack(),
+            None => Ok(self.weight.clone()),
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
@@ -119,7 +151,7 @@ impl Conv2d {
     /// candle's own conv2d plus bias: the reference the fast path must match, and the path for
     /// every device, dtype and gradient-tracking case the fast kernel does not take.
     pub fn forward_reference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = x.conv2d(&self.weight()?, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -130,6 +162,17 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `x` [B, in, H, W] -> [B, out, H', W'].
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(packed) = &self.packed {
+            // Widen this layer's weight for this call only (and take the fast path with it).
+            let dense = Conv2d::new(
+                packed.unpack()?,
+                self.bias.clone(),
+                self.stride,
+                self.padding,
+            )
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            return dense.forward(x);
+        }
         match &self.fast {
             Some(fast)
                 if matches!(x.device(), Device::Cpu)
@@ -247,7 +290,10 @@ pub fn conv2d(
             up: bound,
         },
     )?;
-    Conv2d::new(weight, Some(bias), cfg.stride, cfg.padding)
+    match PackedWeight::pack_current(&weight)? {
+        Some(packed) => Conv2d::new_packed(packed, Some(bias), cfg.stride, cfg.padding),
+        None => Conv2d::new(weight, Some(bias), cfg.stride, cfg.padding),
+    }
 }
 
 #[cfg(test)]

@@ -2,35 +2,59 @@
 //! input by a broadcast weight, so its weight gradient is a sum over a leading dimension and its
 //! bias gradient a sum over two, both on candle's slow generic reduction. While training this one
 //! flattens to [B*T, in] (one GEMM, weight gradient included) and adds the bias with
-//! [`super::add_channel_bias`]. Inference runs candle_nn's forward unchanged.
+//! [`super::add_channel_bias`]. Inference runs candle_nn's forward unchanged. With `--weights
+//! f16|q8` the weight is held packed ([`super::packed_weight`]) and widened in each forward.
+
+use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::channel::add_channel_bias;
+use super::packed_weight::PackedWeight;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
     inner: candle_nn::Linear,
+    /// The weight packed; `inner`'s weight is then an empty placeholder.
+    packed: Option<Arc<PackedWeight>>,
+}
+
+/// Packs the weight when a [`super::WeightFormatScope`] asks for it.
+fn build(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+    let packed = PackedWeight::pack_current(&weight)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+        .map(Arc::new);
+    let weight = match packed {
+        Some(_) => Tensor::zeros(0, weight.dtype(), weight.device())?,
+        None => weight,
+    };
+    Ok(Linear {
+        inner: candle_nn::Linear::new(weight, bias),
+        packed,
+    })
 }
 
 /// Same weights, names and initialisation as `candle_nn::linear`.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        inner: candle_nn::linear(in_dim, out_dim, vb)?,
-    })
+    let inner = candle_nn::linear(in_dim, out_dim, vb)?;
+    build(inner.weight().clone(), inner.bias().cloned())
 }
 
 /// Same as `candle_nn::linear_no_bias`.
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        inner: candle_nn::linear_no_bias(in_dim, out_dim, vb)?,
-    })
+    let inner = candle_nn::linear_no_bias(in_dim, out_dim, vb)?;
+    build(inner.weight().clone(), None)
 }
 
 impl Linear {
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
+    /// The weight [out, in] in the compute dtype (unpacked into a new tensor when it is held
+    /// packed).
+    pub fn weight(&self) -> Result<Tensor> {
+        match &self.packed {
+            Some(packed) => packed.unpack(),
+            None => Ok(self.inner.weight().clone()),
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
@@ -40,6 +64,10 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(packed) = &self.packed {
+            let dense = candle_nn::Linear::new(packed.unpack()?, self.inner.bias().cloned());
+            return dense.forward(x);
+        }
         let weight = self.inner.weight();
         let training = x.track_op() || weight.track_op();
         if !training || x.rank() < 2 {

@@ -11,6 +11,7 @@ mod gemm;
 mod group_norm;
 mod layer_norm;
 mod linear;
+pub mod packed_weight;
 
 pub use attention::{fused_attention, set_fast_attention, FusedAttention};
 pub use channel::{add_channel_bias, scale_channels};
@@ -18,3 +19,4 @@ pub use conv2d::{conv2d, set_fast_conv, Conv2d};
 pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
+pub use packed_weight::{WeightFormat, WeightFormatScope};

@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 
 use crate::adapters::{LoraReport, LoraSet};
 use crate::error::{Error, Result};
+use crate::ops::{WeightFormat, WeightFormatScope};
 use crate::pipelines::textual_inversion::LoadedEmbedding;
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
@@ -67,6 +68,17 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Load a diffusers folder, a single-file `.safetensors` or a `.ckpt`.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
+        Self::load_with_weights(path, options, WeightFormat::Full)
+    }
+
+    /// As [`Self::load`], holding the text encoder's and UNet's linear and convolution weights
+    /// in `weights` (f16 or per-channel int8, widened to the compute dtype in each forward; see
+    /// [`crate::ops::packed_weight`]). The VAE keeps its weights as loaded.
+    pub fn load_with_weights(
+        path: &Path,
+        options: &LoadOptions,
+        weights: WeightFormat,
+    ) -> Result<Self> {
         let start = Instant::now();
         let checkpoint = Checkpoint::open_with_config(
             path,
@@ -75,10 +87,15 @@ impl StableDiffusion {
             },
             options.config.as_deref(),
         )?;
-        Self::from_checkpoint(&checkpoint, options, start)
+        Self::from_checkpoint(&checkpoint, options, weights, start)
     }
 
-    fn from_checkpoint(ck: &Checkpoint, options: &LoadOptions, start: Instant) -> Result<Self> {
+    fn from_checkpoint(
+        ck: &Checkpoint,
+        options: &LoadOptions,
+        weights: WeightFormat,
+        start: Instant,
+    ) -> Result<Self> {
         let (device, dtype) = (&options.device, options.dtype);
         if device.is_cpu() && dtype == DType::BF16 {
             return Err(Error::invalid(
@@ -88,6 +105,7 @@ impl StableDiffusion {
         }
         let tokenizer = load_tokenizer(ck)?;
         let loras = LoraSet::load(ck, &options.loras)?;
+        let packing = WeightFormatScope::enter(weights);
         let text_encoder = ClipTextModel::new(
             loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
             &ck.text_config,
@@ -96,6 +114,7 @@ impl StableDiffusion {
             loras.var_builder(ck, Component::Unet, dtype, device)?,
             &ck.unet_config,
         )?;
+        drop(packing);
         let vae = AutoencoderKL::new(
             ck.var_builder(Component::Vae, dtype, device)?,
             &ck.vae_config,
