@@ -1,13 +1,17 @@
 //! `pigment`: text-to-image from the command line.
 
+mod adapter_args;
+mod bench;
 mod control_args;
 mod edit;
 mod eval;
 mod generate;
 mod info;
 mod output;
+mod outpaint_args;
 mod prompt_args;
 mod train;
+mod weights_args;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +37,8 @@ enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Train the built-in model's stages: clip, vae, unet, then export.
     Train(train::TrainArgs),
+    /// Time text encoder, UNet, VAE decode and a whole generation: FLOPs, GFLOP/s, peak RSS.
+    Bench(Box<bench::BenchArgs>),
     /// Describe a checkpoint: family, prediction type, dtype, parameter counts, unknown keys.
     Info(info::InfoArgs),
 }
@@ -51,6 +57,7 @@ fn main() {
         Command::Edit(args) => edit::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Train(args) => train::run(args),
     };
     if let Err(err) = result {

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod adapters;
+pub mod bench;
 pub mod builtin;
 pub mod control;
 pub mod device;

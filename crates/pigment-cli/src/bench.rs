@@ -1,0 +1,130 @@
+//! `pigment bench`: time the text encoder, one guided UNet forward (batch 2) per size, the VAE
+//! decoder per size and a whole generation, on a full-size architecture with random weights
+//! made in memory (`--arch sd15|sd21`, no download) or on a real checkpoint (`--model`).
+//! Prints a table, or the JSON that tools/bench/side_by_side.py reads (`--json`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use pigment::bench::{run_bench, Arch, BenchOptions, BenchReport};
+use pigment::pipelines::{LoadOptions, StableDiffusion};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Architecture built with random weights: sd15, sd21, or tiny (for tests).
+    #[arg(long, default_value = "sd15", conflicts_with = "model")]
+    pub arch: String,
+    /// Benchmark a real checkpoint (diffusers folder, .safetensors or .ckpt) instead.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Image sides in pixels, comma-separated; UNet and VAE decode run at each.
+    #[arg(long, value_delimiter = ',', default_value = "512,256")]
+    pub sizes: Vec<usize>,
+    /// Steps of the whole generation (Euler, guidance 7.5, first size).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Leave out the whole generation.
+    #[arg(long)]
+    pub skip_full: bool,
+    /// Runs of each component; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Runs of the whole generation.
+    #[arg(long, default_value_t = 1)]
+    pub full_repeats: usize,
+    /// Compute (and random-weight) dtype: f32 or f16 (bf16 on CUDA).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let device = pigment::device::parse_device(&args.device)?;
+    let dtype = pigment::device::parse_dtype(&args.dtype)?;
+    if args.repeats == 0 || args.full_repeats == 0 {
+        anyhow::bail!("--repeats and --full-repeats must be at least 1");
+    }
+    let model = match &args.model {
+        Some(path) => {
+            let options = LoadOptions {
+                device,
+                dtype,
+                ..LoadOptions::default()
+            };
+            StableDiffusion::load(path, &options)
+                .with_context(|| format!("loading {}", path.display()))?
+        }
+        None => {
+            let arch: Arch = args.arch.parse()?;
+            eprintln!(
+                "building {} with random weights ({})",
+                arch.name(),
+                args.dtype
+            );
+            arch.build_random(dtype, &device, args.seed)?
+        }
+    };
+    let options = BenchOptions {
+        sizes: args.sizes.clone(),
+        steps: args.steps,
+        skip_full: args.skip_full,
+        repeats: args.repeats,
+        full_repeats: args.full_repeats,
+    };
+    let report = run_bench(&model, &options, &mut |what| eprintln!("measuring {what}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.2}", b as f64 / (1u64 << 30) as f64)
+    })
+}
+
+fn print_table(report: &BenchReport) {
+    println!(
+        "pigment bench · {} · {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
+        report.model,
+        report.dtype,
+        report.device,
+        report.threads,
+        report.repeats,
+        report.load_s,
+        gib(report.loaded_rss_bytes)
+    );
+    println!(
+        "{:<14} {:>6} {:>5} {:>10} {:>10} {:>9} {:>13}",
+        "component", "size", "batch", "median s", "GFLOP", "GFLOP/s", "peak RSS GiB"
+    );
+    for r in &report.rows {
+        let size = if r.size == 0 {
+            "-".into()
+        } else {
+            r.size.to_string()
+        };
+        println!(
+            "{:<14} {:>6} {:>5} {:>10.3} {:>10.2} {:>9.1} {:>13}",
+            r.component,
+            size,
+            r.batch,
+            r.median_s,
+            r.flops / 1e9,
+            r.gflops_per_s,
+            gib(r.peak_rss_bytes)
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! `pigment bench`'s engine side: full-size architectures with random weights made in memory
+//! ([`Arch`]), per-component timings (median of repeats), peak RSS from /proc, and FLOP counts
+//! of the actual config ([`flops`]) for GFLOP/s. tools/bench/diffusers_bench.py measures the
+//! same things with diffusers on PyTorch, with the same JSON fields.
+
+mod arch;
+pub mod flops;
+pub mod measure;
+mod random_weights;
+mod runner;
+
+pub use arch::{Arch, ArchConfigs};
+pub use random_weights::RandomWeights;
+pub use runner::{run_bench, BenchOptions, BenchReport, BenchRow};

@@ -1,0 +1,210 @@
+//! The benchmark run: each component timed `repeats` times on fixed inputs, with its FLOP count
+//! and the peak RSS while it ran.
+
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use super::flops;
+use super::measure::{current_rss_bytes, median, time_runs};
+use crate::error::{Error, Result};
+use crate::pipelines::{StableDiffusion, Txt2ImgRequest};
+use crate::rng::TorchGenerator;
+use crate::samplers::SamplerKind;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Image sides in pixels; the UNet and the VAE decoder are measured at each.
+    pub sizes: Vec<usize>,
+    /// Steps of the whole generation (Euler, guidance 7.5, at the first size).
+    pub steps: usize,
+    /// Leave the whole generation out.
+    pub skip_full: bool,
+    /// Runs per component; the median is reported.
+    pub repeats: usize,
+    /// Runs of the whole generation (it is long; default 1).
+    pub full_repeats: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            sizes: vec![512, 256],
+            steps: 20,
+            skip_full: false,
+            repeats: 3,
+            full_repeats: 1,
+        }
+    }
+}
+
+/// One measured component. Field names are shared with tools/bench/diffusers_bench.py.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// `text_encoder`, `unet`, `vae_decode` or `generation`.
+    pub component: String,
+    /// Image side in pixels (0 for the text encoder).
+    pub size: usize,
+    pub batch: usize,
+    /// Seconds of each run.
+    pub runs_s: Vec<f64>,
+    pub median_s: f64,
+    /// Convolution, matmul and attention FLOPs of one run (bench/flops.rs).
+    pub flops: f64,
+    pub gflops_per_s: f64,
+    /// Peak RSS of the process while this component ran (weights included), in bytes.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// A whole benchmark. Field names are shared with tools/bench/diffusers_bench.py.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub engine: String,
+    pub model: String,
+    pub dtype: String,
+    pub device: String,
+    pub threads: usize,
+    pub repeats: usize,
+    /// Seconds to build or load the model.
+    pub load_s: f64,
+    /// RSS after loading, before any forward pass.
+    pub loaded_rss_bytes: Option<u64>,
+    pub rows: Vec<BenchRow>,
+}
+
+fn row(
+    component: &str,
+    size: usize,
+    batch: usize,
+    runs: Vec<f64>,
+    flops: f64,
+    peak: Option<u64>,
+) -> BenchRow {
+    let median_s = median(&runs);
+    BenchRow {
+        component: component.into(),
+        size,
+        batch,
+        gflops_per_s: if median_s > 0.0 {
+            flops / median_s / 1e9
+        } else {
+            0.0
+        },
+        runs_s: runs,
+        median_s,
+        flops,
+        peak_rss_bytes: peak,
+    }
+}
+
+/// Runs the benchmark on `model`; `progress` hears the name of each step before it runs.
+pub fn run_bench(
+    model: &StableDiffusion,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
+    let factor = model.vae_scale_factor();
+    let unet_cfg = model.unet.config().clone();
+    let down = 1usize << unet_cfg.block_out_channels.len().saturating_sub(1);
+    if options.sizes.is_empty() {
+        return Err(Error::invalid(
+            "--sizes is empty: give at least one image side, e.g. 512",
+        ));
+    }
+    for &size in &options.sizes {
+        if size == 0 || size % (factor * down) != 0 {
+            return Err(Error::invalid(format!(
+                "--sizes {size}: each size must be a positive multiple of {} (VAE factor {factor} x UNet down-sampling {down})",
+                factor * down
+            )));
+        }
+    }
+    let device = &model.device;
+    let repeats = options.repeats.max(1);
+    let loaded_rss_bytes = current_rss_bytes();
+    let mut rows = Vec::new();
+
+    // Text encoder: one prompt of the model's full context length, as encode_prompt runs it.
+    let seq = model.text_config.max_position_embeddings;
+    progress("text encoder");
+    let ids = model
+        .tokenizer
+        .encode_padded("a photograph of an astronaut riding a horse", seq)?;
+    let ids = Tensor::from_vec(ids, (1, seq), device)?;
+    let (runs, peak) = time_runs(repeats, device, || model.text_encoder.forward(&ids))?;
+    let text_flops = flops::text_encoder(&model.text_config, 1, seq);
+    rows.push(row("text_encoder", 0, 1, runs, text_flops, peak));
+
+    let mut rng = TorchGenerator::new(0);
+    let hidden = model.text_encoder.hidden_size();
+    let context = rng
+        .randn_tensor(&[2, seq, hidden], device)?
+        .to_dtype(model.dtype)?;
+    let latent_channels = model.vae.config().latent_channels;
+    for &size in &options.sizes {
+        let side = size / factor;
+        progress(&format!("UNet at {size}x{size}, batch 2"));
+        let sample = rng
+            .randn_tensor(&[2, unet_cfg.in_channels, side, side], device)?
+            .to_dtype(model.dtype)?;
+        let (runs, peak) = time_runs(repeats, device, || {
+            model.unet.forward(&sample, 500.0, &context)
+        })?;
+        let f = flops::unet(&unet_cfg, 2, side, side, seq)?;
+        rows.push(row("unet", size, 2, runs, f, peak));
+
+        progress(&format!("VAE decode at {size}x{size}"));
+        let latents = rng
+            .randn_tensor(&[1, latent_channels, side, side], device)?
+            .to_dtype(model.dtype)?;
+        let (runs, peak) = time_runs(repeats, device, || model.vae.decode(&latents))?;
+        let f = flops::vae_decode(model.vae.config(), 1, side, side);
+        rows.push(row("vae_decode", size, 1, runs, f, peak));
+    }
+
+    if !options.skip_full && options.steps > 0 {
+        let size = options.sizes[0];
+        progress(&format!(
+            "whole generation at {size}x{size}, {} steps",
+            options.steps
+        ));
+        let request = Txt2ImgRequest {
+            prompt: "a photograph of an astronaut riding a horse".into(),
+            steps: options.steps,
+            cfg_scale: 7.5,
+            sampler: SamplerKind::Euler,
+            width: size,
+            height: size,
+            ..Txt2ImgRequest::default()
+        };
+        let (runs, peak) = time_runs(options.full_repeats.max(1), device, || {
+            model.txt2img(&request, &mut |_, _| {})
+        })?;
+        let side = size / factor;
+        let f = 2.0 * text_flops
+            + options.steps as f64 * flops::unet(&unet_cfg, 2, side, side, seq)?
+            + flops::vae_decode(model.vae.config(), 1, side, side);
+        rows.push(row("generation", size, 1, runs, f, peak));
+    }
+
+    Ok(BenchReport {
+        engine: "pigment".into(),
+        model: model.name.clone(),
+        dtype: dtype_name(model.dtype).into(),
+        device: format!("{:?}", model.device.location()),
+        threads: candle_core::utils::get_num_threads(),
+        repeats,
+        load_s: model.load_time.as_secs_f64(),
+        loaded_rss_bytes,
+        rows,
+    })
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        _ => "other",
+    }
+}
