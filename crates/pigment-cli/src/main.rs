@@ -1,6 +1,5 @@
 //! `pigment`: text-to-image from the command line.
 
-mod adapter_args;
 mod bench;
 mod control_args;
 mod edit;
@@ -8,10 +7,8 @@ mod eval;
 mod generate;
 mod info;
 mod output;
-mod outpaint_args;
 mod prompt_args;
 mod train;
-mod weights_args;
 
 use clap::{Parser, Subcommand};
 
