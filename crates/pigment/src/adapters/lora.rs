@@ -147,7 +147,8 @@ fn slot(component: Component) -> usize {
     }
 }
 
-/// All tensors of a LoRA `.safetensors` file, on the CPU (LoRA files are small).
+/// All tensors of a LoRA file, on the CPU (LoRA files are small): `.safetensors`, or a PyTorch
+/// pickle (`.pt`, `.ckpt`, `.bin`, `.pth`) read by the project's own reader (no code is run).
 fn read_lora(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !path.is_file() {
         return Err(Error::invalid(format!(
@@ -155,11 +156,22 @@ fn read_lora(path: &Path) -> Result<HashMap<String, Tensor>> {
             path.display()
         )));
     }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if matches!(ext.as_str(), "pt" | "ckpt" | "bin" | "pth") {
+        return Ok(crate::weights::load_torch_tensors(path)?
+            .into_iter()
+            .collect());
+    }
     candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
         Error::checkpoint(
             path,
             format!(
-                "not a readable LoRA .safetensors file ({e}); Pigment reads LoRAs as safetensors"
+                "not a readable LoRA .safetensors file ({e}); Pigment reads LoRAs as .safetensors \
+                 or PyTorch .pt/.ckpt"
             ),
         )
     })

@@ -6,14 +6,22 @@
 //! The kohya / AUTOMATIC1111 and diffusers / PEFT file layouts are understood (lora_keys.rs);
 //! keys that match no module are reported, never dropped silently.
 //!
+//! Hypernetworks (hypernetwork.rs): AUTOMATIC1111's per-width MLPs on the attention context,
+//! applied at run time through the UNet's attention hook (`StableDiffusion::set_hypernetworks`).
+//! Prompt tags `<lora:name:w>` / `<hypernet:name:w>` are cut out by extra_networks.rs.
+//!
 //! Textual inversion (textual_inversion.rs) loads learned token vectors that prompts call up by
 //! name; `StableDiffusion::add_textual_inversion` puts them into the text encoder.
 
+mod extra_networks;
+mod hypernetwork;
 mod lora;
 mod lora_keys;
 mod lora_merge;
 mod textual_inversion;
 
+pub use extra_networks::{find_named_file, parse_extra_networks, ExtraNetworkTag};
+pub use hypernetwork::{Hypernetwork, HypernetworkStack};
 pub use lora::{LoraReport, LoraSet};
 pub use textual_inversion::{
     load_textual_inversion, load_textual_inversion_dir, TextualInversion, MAX_VECTORS,

@@ -63,6 +63,8 @@ pub struct StableDiffusion {
     pub lora_reports: Vec<LoraReport>,
     /// Textual-inversion embeddings added with `add_textual_inversion`.
     pub(crate) embeddings: Vec<LoadedEmbedding>,
+    /// AUTOMATIC1111 hypernetworks used in every UNet attention (`set_hypernetworks`).
+    pub(crate) hypernetworks: crate::adapters::HypernetworkStack,
 }
 
 impl StableDiffusion {
@@ -143,6 +145,7 @@ impl StableDiffusion {
             load_time: start.elapsed(),
             lora_reports: loras.reports().to_vec(),
             embeddings: Vec::new(),
+            hypernetworks: Default::default(),
         })
     }
 

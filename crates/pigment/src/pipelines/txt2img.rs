@@ -333,6 +333,7 @@ impl StableDiffusion {
             let extras = UNetExtras {
                 down_block_residuals: residuals.as_ref().map(|(down, _)| down.as_slice()),
                 mid_block_residual: residuals.as_ref().map(|(_, mid)| mid),
+                attention_hook: self.adapter_attention_hook(),
                 ..UNetExtras::default()
             };
             let prediction = self.unet.forward_with(&model_input, t, context, &extras)?;

@@ -56,6 +56,7 @@ mod validate;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use torch_file::load_all as load_torch_tensors;
+pub(crate) use torch_file::load_all_with_metadata as load_torch_tensors_with_metadata;
 
 /// Model family of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

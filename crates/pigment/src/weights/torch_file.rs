@@ -25,6 +25,9 @@ pub(crate) struct TorchFile {
     pub tensors: StoredTable,
     /// `global_step` next to the state dict, when the checkpoint records it.
     pub global_step: Option<i64>,
+    /// The root dict's string-keyed entries that are plain values (numbers, strings, booleans,
+    /// None and lists of them), e.g. an AUTOMATIC1111 hypernetwork's `layer_structure`.
+    pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
 /// The zip local-file-header signature: a zip archive starts with it.
@@ -95,6 +98,7 @@ fn read_zip(file: &Arc<MappedFile>) -> Result<TorchFile, String> {
         .map_err(|e| format!("{pkl}: {e}"))?;
     let (root, _) = pickle::parse(&data)?;
     let (records, global_step) = records_of(&root)?;
+    let metadata = metadata_of(&root);
 
     let index: HashMap<&str, usize> = names
         .iter()
@@ -134,6 +138,7 @@ fn read_zip(file: &Arc<MappedFile>) -> Result<TorchFile, String> {
     Ok(TorchFile {
         tensors,
         global_step,
+        metadata,
     })
 }
 
@@ -157,6 +162,7 @@ fn read_legacy(file: &Arc<MappedFile>) -> Result<TorchFile, String> {
     let root = next("checkpoint object")?;
     let keys = next("storage keys")?;
     let (records, global_step) = records_of(&root)?;
+    let metadata = metadata_of(&root);
 
     // Each storage: i64 element count, then its bytes, in the order of `keys`.
     let mut elem_size: HashMap<&str, usize> = HashMap::new();
@@ -199,6 +205,7 @@ fn read_legacy(file: &Arc<MappedFile>) -> Result<TorchFile, String> {
     Ok(TorchFile {
         tensors,
         global_step,
+        metadata,
     })
 }
 
@@ -293,12 +300,55 @@ fn records_of(root: &Value) -> Result<(BTreeMap<String, TensorRecord>, Option<i6
         .ok_or("the checkpoint holds no dict of tensors (state dict)")?;
     let mut records = BTreeMap::new();
     for (key, value) in items {
-        let Some(name) = key.as_str() else { continue };
-        if let Some(rec) = tensor_record(value, 0)? {
-            records.insert(name.to_string(), rec);
+        match &**key {
+            Value::Str(name) => {
+                if let Some(rec) = tensor_record(value, 0)? {
+                    records.insert(name.to_string(), rec);
+                }
+            }
+            // An AUTOMATIC1111 hypernetwork (modules/hypernetworks/hypernetwork.py, `save`):
+            // `{context width: (state dict of the key MLP, state dict of the value MLP)}`; its
+            // tensors are named `<width>.<0 or 1>.<state dict key>`.
+            Value::Int(width) => {
+                for (i, part) in value.as_tuple().unwrap_or(&[]).iter().enumerate() {
+                    for (k, v) in part.as_dict().unwrap_or(&[]) {
+                        if let (Some(k), Some(rec)) = (k.as_str(), tensor_record(v, 0)?) {
+                            records.insert(format!("{width}.{i}.{k}"), rec);
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok((records, global_step))
+}
+
+/// The root dict's plain string-keyed values (see [`TorchFile::metadata`]).
+fn metadata_of(root: &Value) -> BTreeMap<String, serde_json::Value> {
+    let items = root.as_dict().unwrap_or(&[]);
+    items
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), plain_value(v, 0)?)))
+        .collect()
+}
+
+fn plain_value(v: &Value, depth: usize) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        Value::None => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Float(f) => J::Number(serde_json::Number::from_f64(*f)?),
+        Value::Str(s) => J::String(s.clone()),
+        Value::Tuple(items) | Value::List(items) if depth < 4 => J::Array(
+            items
+                .iter()
+                .map(|x| plain_value(x, depth + 1))
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
+    })
 }
 
 /// The tensor a pickled value rebuilds, if it is one (`Ok(None)` for other values).
@@ -401,6 +451,17 @@ fn storage_dtype(name: &str) -> Option<(StoredDType, usize)> {
 
 /// Every tensor of a small PyTorch file (an embedding), read whole into f32 CPU tensors.
 pub(crate) fn load_all(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>> {
+    Ok(load_all_with_metadata(path)?.0)
+}
+
+/// [`load_all`] and the file's [`TorchFile::metadata`] (a hypernetwork's settings).
+#[allow(clippy::type_complexity)]
+pub(crate) fn load_all_with_metadata(
+    path: &Path,
+) -> Result<(
+    Vec<(String, candle_core::Tensor)>,
+    BTreeMap<String, serde_json::Value>,
+)> {
     let file = read(path)?;
     let mut out = Vec::with_capacity(file.tensors.len());
     for (name, stored) in file.tensors {
@@ -420,7 +481,7 @@ pub(crate) fn load_all(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>
             .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {e}")))?;
         out.push((name, tensor));
     }
-    Ok(out)
+    Ok((out, file.metadata))
 }
 
 #[cfg(test)]
