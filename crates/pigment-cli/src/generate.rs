@@ -113,6 +113,10 @@ pub struct GenerateArgs {
     pub control: crate::control_args::ControlArgs,
     #[command(flatten)]
     pub prompts: crate::prompt_args::PromptArgs,
+    #[command(flatten)]
+    pub outpaint: crate::outpaint_args::OutpaintArgs,
+    #[command(flatten)]
+    pub weights: crate::weights_args::WeightsArgs,
     /// Output PNG (a batch writes NAME-1.png, NAME-2.png, ...).
     #[arg(long, short, default_value = "pigment.png")]
     pub out: PathBuf,
@@ -149,7 +153,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .map(|s| parse_lora(s))
             .collect::<Result<_>>()?,
     };
-    let strength = args.strength.unwrap_or(DEFAULT_STRENGTH);
+    let weights = args.weights.format()?;
+    // Outpainting paints its new area from pure noise unless --strength says otherwise.
+    let strength = args
+        .strength
+        .unwrap_or(if args.outpaint.outpaint.is_some() {
+            1.0
+        } else {
+            DEFAULT_STRENGTH
+        });
     if args.init_image.is_none() && args.strength.is_some() {
         anyhow::bail!("--strength applies only to img2img: pass --init-image FILE as well");
     }
@@ -159,6 +171,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         );
     }
     let init_image = args.init_image.as_deref().map(load_image).transpose()?;
+    let outpaint = args.outpaint.plan(&args, init_image.as_ref())?;
     check_mask_flags(&args)?;
     let regions = args
         .regions
@@ -212,7 +225,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
          (or set PIGMENT_MODEL)",
     )?;
 
-    let model = StableDiffusion::load(&model_path, &options)?;
+    let model = StableDiffusion::load_with_weights(&model_path, &options, weights)?;
     for report in &model.lora_reports {
         eprintln!(
             "LoRA {} at scale {}: {} weights updated",
@@ -250,6 +263,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (default_width, default_height) = init_image
         .as_ref()
         .map(|img| (img.width() as usize, img.height() as usize))
+        .map(|(w, h)| outpaint.map_or((w, h), |pad| pad.padded_size(w, h)))
         .or(control.as_ref().and_then(|c| c.size()))
         .unwrap_or((native, native));
     let request = Txt2ImgRequest {
@@ -287,11 +301,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }),
         _ => None,
     };
+    let outpaint = outpaint
+        .zip(img2img.as_ref())
+        .map(|(pad, img)| crate::outpaint_args::request(pad, img, args.mask_blur.unwrap_or(0.0)));
     let control_request = control.as_ref().map(|c| c.request(&model)).transpose()?;
     if let Some(c) = &control_request {
         c.validate(&model, &request)?;
     }
     match (&inpaint, &img2img) {
+        _ if outpaint.is_some() => outpaint.as_ref().map_or(Ok(()), |o| o.validate(&model))?,
         (Some(req), _) => req.validate(&model)?,
         (None, Some(req)) => req.validate(&model)?,
         (None, None) => match &panorama {
@@ -310,6 +328,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bar.set_position(done as u64);
     };
     let output = match (&inpaint, &img2img) {
+        _ if outpaint.is_some() => {
+            let req = outpaint.as_ref().context("the outpainting request")?;
+            model.outpaint(req, &mut progress)?
+        }
         (Some(req), _) => model.inpaint(req, &mut progress)?,
         (None, Some(req)) => match &control_request {
             Some(c) => model.img2img_controlnet(req, c, &mut progress)?,
@@ -328,6 +350,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let images = tensor_to_images(&output.decoded)?;
     for (i, (image, path)) in images.iter().zip(&outputs).enumerate() {
         let mut params: GenerationParameters = match (&inpaint, &img2img) {
+            _ if outpaint.is_some() => outpaint
+                .as_ref()
+                .map(|o| o.parameters(&model.name))
+                .unwrap_or_default(),
             (Some(req), _) => req.parameters(&model.name),
             (None, Some(req)) => req.parameters(&model.name),
             (None, None) => match &panorama {
@@ -348,6 +374,23 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let sampling = output.sampling_time.as_secs_f64();
     let per_step = sampling / output.evaluations.max(1) as f64;
+    if let Some(req) = &outpaint {
+        let (w, h) = (req.base.width, req.base.height);
+        eprintln!(
+            "outpainting {}x{} to {w}x{h} ({}){}",
+            req.init_image.width(),
+            req.init_image.height(),
+            req.padding,
+            if req.mask_blur > 0.0 {
+                format!(", seam feathered by {} px", req.mask_blur)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if weights != pigment::ops::WeightFormat::Full {
+        eprintln!("UNet and text encoder weights held as {weights}");
+    }
     if let Some(req) = &inpaint {
         let repaint = req.mask.pixels().filter(|p| p.0[0] >= 128).count();
         eprintln!(
@@ -467,8 +510,10 @@ fn parse_lora(arg: &str) -> Result<(PathBuf, f64)> {
 
 /// --mask needs --init-image; --mask-blur needs --mask and a non-negative number.
 fn check_mask_flags(args: &GenerateArgs) -> Result<()> {
-    if args.mask.is_none() && args.mask_blur.is_some() {
-        anyhow::bail!("--mask-blur applies only to inpainting: pass --mask FILE as well");
+    if args.mask.is_none() && args.outpaint.outpaint.is_none() && args.mask_blur.is_some() {
+        anyhow::bail!(
+            "--mask-blur applies only to inpainting: pass --mask FILE (or --outpaint) as well"
+        );
     }
     if let Some(blur) = args.mask_blur {
         if !(blur.is_finite() && blur >= 0.0) {

@@ -7,8 +7,10 @@ mod eval;
 mod generate;
 mod info;
 mod output;
+mod outpaint_args;
 mod prompt_args;
 mod train;
+mod weights_args;
 
 use clap::{Parser, Subcommand};
 
