@@ -42,7 +42,16 @@ impl LoraSet {
     /// Reads each `(file, scale)` and matches its keys to `ck`'s text encoder and UNet. A LoRA
     /// whose factors do not fit the weight it names (one made for another model) is an error.
     pub fn load(ck: &Checkpoint, loras: &[(PathBuf, f64)]) -> Result<Self> {
-        let index = ModuleIndex::new(ck);
+        Self::load_with(&ModuleIndex::new(ck), &|c, n| ck.tensor_shape(c, n), loras)
+    }
+
+    /// [`Self::load`] against any set of weights: `index` names them, `shape_of` gives a
+    /// weight's shape (run-time LoRA matches the layers of a loaded model this way).
+    pub(crate) fn load_with(
+        index: &ModuleIndex,
+        shape_of: &dyn Fn(Component, &str) -> Option<Vec<usize>>,
+        loras: &[(PathBuf, f64)],
+    ) -> Result<Self> {
         let mut deltas: [HashMap<String, Vec<LoraDelta>>; 2] = Default::default();
         let mut reports = Vec::new();
         for (path, scale) in loras {
@@ -81,7 +90,7 @@ impl LoraSet {
                     );
                     continue;
                 };
-                let shape = ck.tensor_shape(*component, name).unwrap_or_default();
+                let shape = shape_of(*component, name).unwrap_or_default();
                 let target = format!("the {component} weight `{name}`");
                 let delta = LoraDelta::new(path, down, up, g.alpha, *scale, &shape, &target)?;
                 matched += 1;
@@ -110,6 +119,11 @@ impl LoraSet {
     /// One report per file, in the order given.
     pub fn reports(&self) -> &[LoraReport] {
         &self.reports
+    }
+
+    /// The updates of `component`'s weights (none for the VAE), by internal weight name.
+    pub(crate) fn deltas(&self, component: Component) -> &HashMap<String, Vec<LoraDelta>> {
+        &self.deltas[slot(component)]
     }
 
     /// `ck`'s VarBuilder for `component`, returning each weight with its LoRA updates added.

@@ -56,36 +56,42 @@ pub(crate) struct ModuleIndex {
 impl ModuleIndex {
     /// Every `.weight` of the text encoder and UNet, under its kohya and dotted names.
     pub fn new(ck: &Checkpoint) -> Self {
+        let all = [Component::TextEncoder, Component::Unet]
+            .into_iter()
+            .flat_map(|c| ck.tensor_names(c).into_iter().map(move |n| (c, n)));
+        Self::from_names(all)
+    }
+
+    /// The index of the given `(component, internal weight name)`s (text encoder and UNet).
+    pub fn from_names(all: impl IntoIterator<Item = (Component, String)>) -> Self {
         let mut names = HashMap::new();
-        for component in [Component::TextEncoder, Component::Unet] {
-            for name in ck.tensor_names(component) {
-                let Some(module) = name.strip_suffix(".weight") else {
-                    continue;
-                };
-                let target = (component, name.clone());
-                let (kohya, dotted) = match component {
-                    // Internal text-encoder names start below transformers' `text_model` level.
-                    Component::TextEncoder => {
-                        let full = format!("text_model.{module}");
-                        (
-                            format!("lora_te_{}", full.replace('.', "_")),
-                            format!("text_encoder.{full}"),
-                        )
-                    }
-                    _ => (
-                        format!("lora_unet_{}", module.replace('.', "_")),
-                        format!("unet.{module}"),
-                    ),
-                };
-                names.insert(kohya, target.clone());
-                names.insert(dotted, target.clone());
-                match component {
-                    // PEFT files saved from a bare UNet have no `unet.` prefix.
-                    Component::Unet => names.insert(module.to_string(), target),
-                    // transformers 5 dropped the `text_model` level, so newer files may too.
-                    _ => names.insert(format!("text_encoder.{module}"), target),
-                };
-            }
+        for (component, name) in all {
+            let Some(module) = name.strip_suffix(".weight") else {
+                continue;
+            };
+            let target = (component, name.clone());
+            let (kohya, dotted) = match component {
+                // Internal text-encoder names start below transformers' `text_model` level.
+                Component::TextEncoder => {
+                    let full = format!("text_model.{module}");
+                    (
+                        format!("lora_te_{}", full.replace('.', "_")),
+                        format!("text_encoder.{full}"),
+                    )
+                }
+                _ => (
+                    format!("lora_unet_{}", module.replace('.', "_")),
+                    format!("unet.{module}"),
+                ),
+            };
+            names.insert(kohya, target.clone());
+            names.insert(dotted, target.clone());
+            match component {
+                // PEFT files saved from a bare UNet have no `unet.` prefix.
+                Component::Unet => names.insert(module.to_string(), target),
+                // transformers 5 dropped the `text_model` level, so newer files may too.
+                _ => names.insert(format!("text_encoder.{module}"), target),
+            };
         }
         Self { names }
     }

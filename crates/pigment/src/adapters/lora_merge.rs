@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct LoraDelta {
     /// `[out, rank]`.
-    up: Tensor,
+    pub up: Tensor,
     /// `[rank, in * kh * kw]`.
-    down: Tensor,
+    pub down: Tensor,
     /// `scale * alpha / rank`.
-    factor: f64,
+    pub factor: f64,
 }
 
 impl LoraDelta {

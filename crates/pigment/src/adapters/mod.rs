@@ -6,6 +6,10 @@
 //! The kohya / AUTOMATIC1111 and diffusers / PEFT file layouts are understood (lora_keys.rs);
 //! keys that match no module are reported, never dropped silently.
 //!
+//! In run-time mode (lora_runtime.rs, `LoraMode::Runtime`) the same updates are computed in each
+//! forward of the adapted layers instead, `x W^T + scale * (x A^T) B^T`, so a loaded model can
+//! switch or re-weight its LoRAs (`StableDiffusion::set_loras`).
+//!
 //! Hypernetworks (hypernetwork.rs): AUTOMATIC1111's per-width MLPs on the attention context,
 //! applied at run time through the UNet's attention hook (`StableDiffusion::set_hypernetworks`).
 //! Prompt tags `<lora:name:w>` / `<hypernet:name:w>` are cut out by extra_networks.rs.
@@ -18,11 +22,14 @@ mod hypernetwork;
 mod lora;
 mod lora_keys;
 mod lora_merge;
+mod lora_runtime;
 mod textual_inversion;
 
 pub use extra_networks::{find_named_file, parse_extra_networks, ExtraNetworkTag};
 pub use hypernetwork::{Hypernetwork, HypernetworkStack};
 pub use lora::{LoraReport, LoraSet};
+pub use lora_runtime::{LoraMode, RuntimeLoras};
+pub(crate) use lora_runtime::{with_runtime_slots, SlotSink};
 pub use textual_inversion::{
     load_textual_inversion, load_textual_inversion_dir, TextualInversion, MAX_VECTORS,
 };

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, T
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv_kernel::{conv2d_f32, ConvGeometry};
+use super::layer_adapter::{adapted, adapter_for, LayerAdapter, LayerGeometry};
 use super::packed_weight::PackedWeight;
 use crate::error::{Error, Result};
 
@@ -34,6 +35,9 @@ pub struct Conv2d {
     /// f16 or int8 weights (`--weights`), widened in each forward; `weight` is then an empty
     /// placeholder.
     packed: Option<Arc<PackedWeight>>,
+    /// A run-time adapter (LoRA, LoCon) whose term is added to the output
+    /// ([`super::layer_adapter`]).
+    adapter: Option<Arc<dyn LayerAdapter>>,
 }
 
 #[derive(Debug)]
@@ -102,6 +106,7 @@ impl Conv2d {
             padding,
             fast,
             packed: None,
+            adapter: None,
         })
     }
 
@@ -124,6 +129,7 @@ impl Conv2d {
             padding,
             fast: None,
             packed: Some(Arc::new(weight)),
+            adapter: None,
         })
     }
 
@@ -162,6 +168,14 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `x` [B, in, H, W] -> [B, out, H', W'].
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.forward_layer(x)?;
+        adapted(self.adapter.as_ref(), x, y)
+    }
+}
+
+impl Conv2d {
+    /// The layer's own output, without its run-time adapter.
+    fn forward_layer(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let Some(packed) = &self.packed {
             // Widen this layer's weight for this call only (and take the fast path with it).
             let dense = Conv2d::new(
@@ -290,10 +304,18 @@ pub fn conv2d(
             up: bound,
         },
     )?;
-    match PackedWeight::pack_current(&weight)? {
+    let mut layer = match PackedWeight::pack_current(&weight)? {
         Some(packed) => Conv2d::new_packed(packed, Some(bias), cfg.stride, cfg.padding),
         None => Conv2d::new(weight, Some(bias), cfg.stride, cfg.padding),
-    }
+    }?;
+    layer.adapter = adapter_for(
+        &vb.prefix(),
+        LayerGeometry::Conv2d {
+            stride: cfg.stride,
+            padding: cfg.padding,
+        },
+    );
+    Ok(layer)
 }
 
 #[cfg(test)]

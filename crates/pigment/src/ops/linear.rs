@@ -11,6 +11,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::channel::add_channel_bias;
+use super::layer_adapter::{adapted, adapter_for, LayerAdapter, LayerGeometry};
 use super::packed_weight::PackedWeight;
 
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct Linear {
     inner: candle_nn::Linear,
     /// The weight packed; `inner`'s weight is then an empty placeholder.
     packed: Option<Arc<PackedWeight>>,
+    /// A run-time adapter (LoRA) whose term is added to the output ([`super::layer_adapter`]).
+    adapter: Option<Arc<dyn LayerAdapter>>,
 }
 
 /// Packs the weight when a [`super::WeightFormatScope`] asks for it.
@@ -32,19 +35,26 @@ fn build(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
     Ok(Linear {
         inner: candle_nn::Linear::new(weight, bias),
         packed,
+        adapter: None,
     })
 }
 
 /// Same weights, names and initialisation as `candle_nn::linear`.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let adapter = adapter_for(&vb.prefix(), LayerGeometry::Linear);
     let inner = candle_nn::linear(in_dim, out_dim, vb)?;
-    build(inner.weight().clone(), inner.bias().cloned())
+    let mut layer = build(inner.weight().clone(), inner.bias().cloned())?;
+    layer.adapter = adapter;
+    Ok(layer)
 }
 
 /// Same as `candle_nn::linear_no_bias`.
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let adapter = adapter_for(&vb.prefix(), LayerGeometry::Linear);
     let inner = candle_nn::linear_no_bias(in_dim, out_dim, vb)?;
-    build(inner.weight().clone(), None)
+    let mut layer = build(inner.weight().clone(), None)?;
+    layer.adapter = adapter;
+    Ok(layer)
 }
 
 impl Linear {
@@ -64,6 +74,14 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.forward_layer(x)?;
+        adapted(self.adapter.as_ref(), x, y)
+    }
+}
+
+impl Linear {
+    /// The layer's own output, without its run-time adapter.
+    fn forward_layer(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(packed) = &self.packed {
             let dense = candle_nn::Linear::new(packed.unpack()?, self.inner.bias().cloned());
             return dense.forward(x);

@@ -9,6 +9,7 @@ mod conv_kernel;
 mod fast_exp;
 mod gemm;
 mod group_norm;
+pub mod layer_adapter;
 mod layer_norm;
 mod linear;
 pub mod packed_weight;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 
-use crate::adapters::{LoraReport, LoraSet};
+use crate::adapters::{with_runtime_slots, LoraMode, LoraReport, LoraSet, RuntimeLoras};
 use crate::error::{Error, Result};
 use crate::ops::{WeightFormat, WeightFormatScope};
 use crate::pipelines::textual_inversion::LoadedEmbedding;
@@ -31,6 +31,9 @@ pub struct LoadOptions {
     /// LoRA files (`.safetensors`, kohya or diffusers/PEFT layout) and their scales, merged into
     /// the text encoder and UNet weights as they load (see [`crate::adapters`]).
     pub loras: Vec<(PathBuf, f64)>,
+    /// Merge the LoRAs into the weights (default) or apply them in each forward, switchable
+    /// with `StableDiffusion::set_loras`.
+    pub lora_mode: LoraMode,
 }
 
 impl Default for LoadOptions {
@@ -41,6 +44,7 @@ impl Default for LoadOptions {
             prediction: None,
             config: None,
             loras: Vec::new(),
+            lora_mode: LoraMode::Merge,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct StableDiffusion {
     pub(crate) embeddings: Vec<LoadedEmbedding>,
     /// AUTOMATIC1111 hypernetworks used in every UNet attention (`set_hypernetworks`).
     pub(crate) hypernetworks: crate::adapters::HypernetworkStack,
+    /// The run-time LoRA slots when loaded with [`LoraMode::Runtime`].
+    pub(crate) runtime_loras: Option<RuntimeLoras>,
 }
 
 impl StableDiffusion {
@@ -106,16 +112,27 @@ impl StableDiffusion {
             ));
         }
         let tokenizer = load_tokenizer(ck)?;
-        let loras = LoraSet::load(ck, &options.loras)?;
+        let runtime = options.lora_mode == LoraMode::Runtime;
+        let loras = LoraSet::load(ck, if runtime { &[] } else { &options.loras })?;
+        let slots = crate::adapters::SlotSink::default();
         let packing = WeightFormatScope::enter(weights);
-        let text_encoder = ClipTextModel::new(
-            loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
-            &ck.text_config,
-        )?;
-        let unet = UNet2DConditionModel::new(
-            loras.var_builder(ck, Component::Unet, dtype, device)?,
-            &ck.unet_config,
-        )?;
+        let text_encoder = with_runtime_slots(runtime, ck, Component::TextEncoder, &slots, || {
+            ClipTextModel::new(
+                loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
+                &ck.text_config,
+            )
+        })?;
+        let unet = with_runtime_slots(runtime, ck, Component::Unet, &slots, || {
+            UNet2DConditionModel::new(
+                loras.var_builder(ck, Component::Unet, dtype, device)?,
+                &ck.unet_config,
+            )
+        })?;
+        let runtime_loras = runtime.then(|| RuntimeLoras::from_sink(slots, device, dtype));
+        let lora_reports = match &runtime_loras {
+            Some(r) => r.set(&options.loras)?,
+            None => loras.reports().to_vec(),
+        };
         drop(packing);
         let vae = AutoencoderKL::new(
             ck.var_builder(Component::Vae, dtype, device)?,
@@ -143,9 +160,10 @@ impl StableDiffusion {
             dtype,
             name,
             load_time: start.elapsed(),
-            lora_reports: loras.reports().to_vec(),
+            lora_reports,
             embeddings: Vec::new(),
             hypernetworks: Default::default(),
+            runtime_loras,
         })
     }
 
