@@ -78,6 +78,8 @@ pub struct GenerateArgs {
     /// scale 1). Repeat for several; kohya/A1111 and diffusers/PEFT files are understood.
     #[arg(long = "lora", value_name = "FILE:SCALE")]
     pub loras: Vec<String>,
+    #[command(flatten)]
+    pub adapters: crate::adapter_args::AdapterArgs,
     /// With --init-image: inpaint. White (luma >= 50%) is repainted, black kept; colour masks
     /// are converted to luma as PIL's "L". Same size as the init image. Works with dedicated
     /// 9-channel inpainting models and, by blending the kept part back every step, with any
@@ -137,6 +139,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let sampler: SamplerKind = args.sampler.parse()?;
     let prompt_syntax = args.prompts.syntax()?;
     let embeddings = args.prompts.load_embeddings()?;
+    // `<lora:NAME:W>` / `<hypernet:NAME:W>` tags are cut out of the prompt (A1111's extra networks).
+    let adapters = args.adapters.resolve(&args.prompt)?;
     let prediction = args
         .prediction
         .as_deref()
@@ -151,7 +155,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .loras
             .iter()
             .map(|s| parse_lora(s))
+            .chain(adapters.loras.iter().cloned().map(Ok))
             .collect::<Result<_>>()?,
+        lora_mode: args.adapters.lora_mode()?,
     };
     let weights = args.weights.format()?;
     // Outpainting paints its new area from pure noise unless --strength says otherwise.
@@ -255,7 +261,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let mut model = model;
     crate::prompt_args::PromptArgs::add_to(&mut model, &embeddings)?;
-    crate::prompt_args::warn_about_prompt("prompt", &args.prompt, prompt_syntax);
+    adapters.apply(&mut model)?;
+    crate::prompt_args::warn_about_prompt("prompt", &adapters.prompt, prompt_syntax);
     crate::prompt_args::warn_about_prompt("--negative", &args.negative, prompt_syntax);
     let native = model.unet.config().sample_size * model.vae_scale_factor();
     // img2img defaults to the init image's size; a different --width/--height is rejected.
@@ -267,7 +274,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .or(control.as_ref().and_then(|c| c.size()))
         .unwrap_or((native, native));
     let request = Txt2ImgRequest {
-        prompt: args.prompt.clone(),
+        prompt: adapters.prompt.clone(),
         negative_prompt: args.negative.clone(),
         steps: args.steps,
         cfg_scale: args.cfg,
@@ -364,6 +371,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         if let Some(c) = &control {
             params.extra.extend(c.parameters());
         }
+        // A1111 records the prompt as typed, its extra-network tags included.
+        params.prompt = args.prompt.clone();
         if images.len() > 1 {
             params
                 .extra

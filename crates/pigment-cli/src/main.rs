@@ -1,5 +1,6 @@
 //! `pigment`: text-to-image from the command line.
 
+mod adapter_args;
 mod bench;
 mod control_args;
 mod edit;

@@ -92,33 +92,76 @@ pub fn current_weight_format() -> WeightFormat {
 /// Per-row symmetric int8 of a row-major [rows, cols] matrix: the codes and one scale per row.
 pub fn quantize_rows_q8(values: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
     let cols = cols.max(1);
+    quantize_channels_q8(values, values.len().div_ceil(cols), cols)
+}
+
+/// The inverse of [`quantize_rows_q8`]: `q * scale` per row.
+pub fn dequantize_rows_q8(codes: &[i8], scales: &[f32], cols: usize) -> Vec<f32> {
+    dequantize_channels_q8(codes, scales, cols)
+}
+
+/// Per-output-channel int8 of values laid out [groups, out, in_len] (groups = the k * k taps of
+/// a tap-major convolution weight, 1 for a linear one): one scale per output channel, shared by
+/// its rows in every group.
+fn quantize_channels_q8(values: &[f32], out: usize, in_len: usize) -> (Vec<i8>, Vec<f32>) {
+    let (out, in_len) = (out.max(1), in_len.max(1));
+    let mut absmax = vec![0f32; out];
+    for (r, row) in values.chunks(in_len).enumerate() {
+        let m = &mut absmax[r % out];
+        *m = row.iter().fold(*m, |m, v| m.max(v.abs()));
+    }
+    let scales: Vec<f32> = absmax
+        .iter()
+        .map(|&m| {
+            if m > 0.0 && m.is_finite() {
+                m / 127.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut codes = Vec::with_capacity(values.len());
-    let mut scales = Vec::with_capacity(values.len() / cols);
-    for row in values.chunks(cols) {
-        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if absmax > 0.0 && absmax.is_finite() {
-            absmax / 127.0
-        } else {
-            0.0
-        };
+    for (r, row) in values.chunks(in_len).enumerate() {
+        let scale = scales[r % out];
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         codes.extend(
             row.iter()
                 .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8),
         );
-        scales.push(scale);
     }
     (codes, scales)
 }
 
-/// The inverse of [`quantize_rows_q8`]: `q * scale` per row.
-pub fn dequantize_rows_q8(codes: &[i8], scales: &[f32], cols: usize) -> Vec<f32> {
-    let cols = cols.max(1);
-    let mut out = Vec::with_capacity(codes.len());
-    for (row, &scale) in codes.chunks(cols).zip(scales) {
-        out.extend(row.iter().map(|&q| q as f32 * scale));
+/// The inverse of [`quantize_channels_q8`], split over the machine's threads in whole rows (it
+/// runs in every forward of every packed layer).
+fn dequantize_channels_q8(codes: &[i8], scales: &[f32], in_len: usize) -> Vec<f32> {
+    let (out, in_len) = (scales.len().max(1), in_len.max(1));
+    let mut values = vec![0f32; codes.len()];
+    let rows = codes.len() / in_len;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rows.div_ceil(64).max(1));
+    let rows_per_thread = rows.div_ceil(threads.max(1)).max(1);
+    let fill = |first_row: usize, dst: &mut [f32]| {
+        let src = &codes[first_row * in_len..first_row * in_len + dst.len()];
+        for (k, (d, s)) in dst.chunks_mut(in_len).zip(src.chunks(in_len)).enumerate() {
+            let scale = scales[(first_row + k) % out];
+            for (d, &q) in d.iter_mut().zip(s) {
+                *d = q as f32 * scale;
+            }
+        }
+    };
+    if threads <= 1 {
+        fill(0, &mut values);
+    } else {
+        std::thread::scope(|scope| {
+            for (t, dst) in values.chunks_mut(rows_per_thread * in_len).enumerate() {
+                let fill = &fill;
+                scope.spawn(move || fill(t * rows_per_thread, dst));
+            }
+        });
     }
-    out
+    values
 }
 
 /// A weight held in a smaller format; [`PackedWeight::unpack`] gives it back in the compute
@@ -126,7 +169,12 @@ pub fn dequantize_rows_q8(codes: &[i8], scales: &[f32], cols: usize) -> Vec<f32>
 #[derive(Debug, Clone)]
 pub struct PackedWeight {
     storage: Storage,
+    /// The weight's own shape ([out, in] or [out, in, k, k]).
     shape: Shape,
+    /// Convolution weights are stored tap-major, [k, k, out, in], the layout `ops::Conv2d`'s
+    /// kernel reads, so that unpacking one is a single pass (its permuted view back to
+    /// [out, in, k, k] is what `unpack` returns, and `Conv2d::new` finds it already laid out).
+    tap_major: bool,
     compute: DType,
     device: Device,
 }
@@ -153,18 +201,26 @@ impl PackedWeight {
         if weight.track_op() || weight.rank() == 0 {
             return Ok(None);
         }
+        let tap_major = weight.rank() == 4;
+        let laid_out = if tap_major {
+            weight.permute((2, 3, 0, 1))?.contiguous()?
+        } else {
+            weight.clone()
+        };
         let storage = match format {
             WeightFormat::Full => return Ok(None),
             WeightFormat::F16 if compute.size_in_bytes() <= 2 => return Ok(None),
-            WeightFormat::F16 => Storage::Half(weight.to_dtype(DType::F16)?),
+            WeightFormat::F16 => Storage::Half(laid_out.to_dtype(DType::F16)?),
             WeightFormat::Q8 => {
-                let rows = weight.dim(0)?;
-                let cols = weight.elem_count() / rows.max(1);
-                let values = weight
+                let values = laid_out
                     .to_dtype(DType::F32)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                let (codes, scales) = quantize_rows_q8(&values, cols);
+                let (codes, scales) = quantize_channels_q8(
+                    &values,
+                    weight.dim(0)?,
+                    laid_out.dims()[laid_out.rank() - 1],
+                );
                 Storage::Q8 {
                     codes: codes.into(),
                     scales: scales.into(),
@@ -174,6 +230,7 @@ impl PackedWeight {
         Ok(Some(Self {
             storage,
             shape: weight.shape().clone(),
+            tap_major,
             compute,
             device: weight.device().clone(),
         }))
@@ -181,13 +238,29 @@ impl PackedWeight {
 
     /// The weight in the compute dtype (a fresh tensor, freed when the caller drops it).
     pub fn unpack(&self) -> candle_core::Result<Tensor> {
-        match &self.storage {
-            Storage::Half(t) => t.to_dtype(self.compute),
+        let laid_out = match &self.storage {
+            Storage::Half(t) => t.to_dtype(self.compute)?,
             Storage::Q8 { codes, scales } => {
-                let cols = self.shape.elem_count() / scales.len().max(1);
-                let values = dequantize_rows_q8(codes, scales, cols);
-                Tensor::from_vec(values, self.shape.clone(), &self.device)?.to_dtype(self.compute)
+                let dims = self.shape.dims();
+                // Rows are [in] (tap-major conv) or everything after the output channel.
+                let in_len = if self.tap_major {
+                    dims[1]
+                } else {
+                    dims[1..].iter().product()
+                };
+                let values = dequantize_channels_q8(codes, scales, in_len);
+                let shape = if self.tap_major {
+                    Shape::from((dims[2], dims[3], dims[0], dims[1]))
+                } else {
+                    self.shape.clone()
+                };
+                Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.compute)?
             }
+        };
+        if self.tap_major {
+            laid_out.permute((2, 3, 0, 1))
+        } else {
+            Ok(laid_out)
         }
     }
 
@@ -242,6 +315,19 @@ mod tests {
             // The largest magnitude is exact (it is code +-127).
             let i = a.iter().position(|v| v.abs() == absmax).unwrap();
             assert!((a[i] - b[i]).abs() <= 1e-6 * absmax);
+        }
+    }
+
+    #[test]
+    fn threaded_dequantisation_matches_row_by_row() {
+        let (rows, cols) = (1000, 7);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+            .collect();
+        let (codes, scales) = quantize_rows_q8(&values, cols);
+        let back = dequantize_rows_q8(&codes, &scales, cols);
+        for (i, (&q, &v)) in codes.iter().zip(&back).enumerate() {
+            assert_eq!(v, q as f32 * scales[i / cols], "element {i}");
         }
     }
 
