@@ -161,6 +161,7 @@ impl Arch {
             lora_reports: Vec::new(),
             embeddings: Vec::new(),
             hypernetworks: Default::default(),
+            runtime_loras: None,
         })
     }
 }
