@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Run the whole generation once in low-memory mode (text encoder freed after encoding).
+    #[arg(long)]
+    pub low_memory: bool,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -53,7 +56,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.repeats == 0 || args.full_repeats == 0 {
         anyhow::bail!("--repeats and --full-repeats must be at least 1");
     }
-    let model = match &args.model {
+    let mut model = match &args.model {
         Some(path) => {
             let options = LoadOptions {
                 device,
@@ -79,8 +82,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         skip_full: args.skip_full,
         repeats: args.repeats,
         full_repeats: args.full_repeats,
+        low_memory: args.low_memory,
     };
-    let report = run_bench(&model, &options, &mut |what| eprintln!("measuring {what}"))?;
+    let report = run_bench(&mut model, &options, &mut |what| {
+        eprintln!("measuring {what}")
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

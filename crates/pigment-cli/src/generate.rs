@@ -116,6 +116,8 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub prompts: crate::prompt_args::PromptArgs,
     #[command(flatten)]
+    pub memory: crate::memory_args::MemoryArgs,
+    #[command(flatten)]
     pub outpaint: crate::outpaint_args::OutpaintArgs,
     #[command(flatten)]
     pub weights: crate::weights_args::WeightsArgs,
@@ -137,6 +139,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let start = Instant::now();
     // Everything a user typed is checked before the model loads.
     let sampler: SamplerKind = args.sampler.parse()?;
+    args.memory.tiling()?;
     let prompt_syntax = args.prompts.syntax()?;
     let embeddings = args.prompts.load_embeddings()?;
     // `<lora:NAME:W>` / `<hypernet:NAME:W>` tags are cut out of the prompt (A1111's extra networks).
@@ -262,6 +265,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut model = model;
     crate::prompt_args::PromptArgs::add_to(&mut model, &embeddings)?;
     adapters.apply(&mut model)?;
+    args.memory.apply(&mut model)?;
     crate::prompt_args::warn_about_prompt("prompt", &adapters.prompt, prompt_syntax);
     crate::prompt_args::warn_about_prompt("--negative", &args.negative, prompt_syntax);
     let native = model.unet.config().sample_size * model.vae_scale_factor();
@@ -325,6 +329,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         },
     }
 
+    if outpaint.is_some() || img2img.is_some() || panorama.is_some() || control_request.is_some() {
+        args.memory.warn_unused("this mode");
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}")
@@ -348,6 +355,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             Some(req) => model.panorama(req, &mut progress)?,
             None => match &control_request {
                 Some(c) => model.txt2img_controlnet(&request, c, &mut progress)?,
+                None if args.memory.low_memory => {
+                    model.txt2img_low_memory(&request, &mut progress)?
+                }
                 None => model.txt2img(&request, &mut progress)?,
             },
         },

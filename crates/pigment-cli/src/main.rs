@@ -3,6 +3,7 @@
 mod adapter_args;
 mod bench;
 mod control_args;
+mod memory_args;
 mod edit;
 mod eval;
 mod generate;

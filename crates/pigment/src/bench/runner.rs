@@ -24,6 +24,9 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Runs of the whole generation (it is long; default 1).
     pub full_repeats: usize,
+    /// Run the whole generation once with [`StableDiffusion::txt2img_low_memory`] (the text
+    /// encoder is freed after encoding, so this comes last and runs once).
+    pub low_memory: bool,
 }
 
 impl Default for BenchOptions {
@@ -34,6 +37,7 @@ impl Default for BenchOptions {
             skip_full: false,
             repeats: 3,
             full_repeats: 1,
+            low_memory: false,
         }
     }
 }
@@ -99,7 +103,7 @@ fn row(
 
 /// Runs the benchmark on `model`; `progress` hears the name of each step before it runs.
 pub fn run_bench(
-    model: &StableDiffusion,
+    model: &mut StableDiffusion,
     options: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
@@ -119,7 +123,7 @@ pub fn run_bench(
             )));
         }
     }
-    let device = &model.device;
+    let device = &model.device.clone();
     let repeats = options.repeats.max(1);
     let loaded_rss_bytes = current_rss_bytes();
     let mut rows = Vec::new();
@@ -177,14 +181,25 @@ pub fn run_bench(
             height: size,
             ..Txt2ImgRequest::default()
         };
-        let (runs, peak) = time_runs(options.full_repeats.max(1), device, || {
-            model.txt2img(&request, &mut |_, _| {})
-        })?;
+        let (runs, peak) = if options.low_memory {
+            time_runs(1, device, || {
+                model.txt2img_low_memory(&request, &mut |_, _| {})
+            })?
+        } else {
+            time_runs(options.full_repeats.max(1), device, || {
+                model.txt2img(&request, &mut |_, _| {})
+            })?
+        };
         let side = size / factor;
         let f = 2.0 * text_flops
             + options.steps as f64 * flops::unet(&unet_cfg, 2, side, side, seq)?
             + flops::vae_decode(model.vae.config(), 1, side, side);
-        rows.push(row("generation", size, 1, runs, f, peak));
+        let name = if options.low_memory {
+            "generation_low_memory"
+        } else {
+            "generation"
+        };
+        rows.push(row(name, size, 1, runs, f, peak));
     }
 
     Ok(BenchReport {

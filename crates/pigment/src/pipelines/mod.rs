@@ -6,6 +6,7 @@ pub mod controlnet;
 pub mod img2img;
 pub mod inpaint;
 pub mod instruct_pix2pix;
+pub mod low_memory;
 pub mod multidiffusion;
 pub mod outpaint;
 pub mod prompt;

@@ -18,10 +18,10 @@ pub enum VaeTiling {
     Off,
     /// diffusers' `enable_tiling()`: whenever the input is larger than one tile on a side.
     On,
-    /// Only for large images: when the image has more than twice the pixels of the VAE's
-    /// native tile (`2 * sample_size^2`: above 524,288 pixels, e.g. 768x768 and larger, for the
-    /// SD VAE whose sample_size is 512), where the whole-image decoder's activations grow into
-    /// gigabytes; smaller images decode whole, exactly as diffusers does by default.
+    /// Only for large images: from [`AUTO_TILING_PIXELS`] (1024 x 1024) pixels up, and only
+    /// when the image is larger than one tile on a side. There the whole-image SD decoder's
+    /// activations (128 channels at full resolution, several alive at once) pass 2 GB and grow
+    /// with the area; smaller images decode whole, exactly as diffusers does by default.
     Auto,
 }
 
@@ -39,6 +39,9 @@ impl std::str::FromStr for VaeTiling {
     }
 }
 
+/// The image area from which [`VaeTiling::Auto`] tiles: 1024 x 1024 pixels.
+pub const AUTO_TILING_PIXELS: usize = 1024 * 1024;
+
 /// diffusers' `tile_overlap_factor`.
 pub const TILE_OVERLAP_FACTOR: f64 = 0.25;
 
@@ -48,7 +51,7 @@ impl VaeTiling {
         match self {
             Self::Off => false,
             Self::On => height > tile || width > tile,
-            Self::Auto => height * width > 2 * tile * tile,
+            Self::Auto => height * width >= AUTO_TILING_PIXELS && (height > tile || width > tile),
         }
     }
 }
@@ -150,8 +153,10 @@ mod tests {
         assert!(!VaeTiling::Off.applies(4096, 4096, 512));
         assert!(VaeTiling::On.applies(513, 64, 512));
         assert!(!VaeTiling::On.applies(512, 512, 512));
-        assert!(!VaeTiling::Auto.applies(512, 1024, 512));
-        assert!(VaeTiling::Auto.applies(768, 768, 512));
+        assert!(!VaeTiling::Auto.applies(768, 768, 512));
+        assert!(!VaeTiling::Auto.applies(1024, 1024, 1024));
+        assert!(VaeTiling::Auto.applies(1024, 1024, 512));
+        assert!(VaeTiling::Auto.applies(2048, 512, 512));
     }
 
     #[test]
