@@ -19,10 +19,13 @@ on tests/fixtures/models/tiny-sd1 (run make_tiny_models.py and make_lora_fixture
 3. A copy of tests/fixtures/lora/kohya.safetensors pickled with torch.save (`style.pt`), to
    check LoRAs in .pt files and `<lora:style:0.8>` against tests/fixtures/lora's `kohya` case.
 
+5. LoHa (LyCORIS `hada_w1_a`, ...): `loras/loha.safetensors`, the reference applying A1111's
+   network_hada.py definition to the weights in torch (diffusers does not load LoHa files).
 4. Bad input: `loras/rank_mismatch.safetensors` (up and down ranks differ) and
    `hypernetworks/sd2_only.pt` (only a 1024-wide MLP pair: made for SD2).
 
-Writes tests/fixtures/adapters/{loras/{lcm.safetensors, style.pt, rank_mismatch.safetensors},
+Writes tests/fixtures/adapters/{loras/{lcm.safetensors, style.pt, rank_mismatch.safetensors,
+loha.safetensors},
 hypernetworks/{sketch.pt, sd2_only.pt}, cases.json, outputs.safetensors}.
 
 Run from the repo root: python tools/reference/make_adapter_fixtures.py
@@ -47,6 +50,12 @@ PROMPT = "a red star above a small green square"
 LCM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
 LCM_RANK = 4
+LOHA_RANK = 2
+LOHA_SCALE = 0.9
+LOHA_MODULES = ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+                "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v",
+                "mid_block.attentions.0.proj_in",  # 1x1 conv
+                "up_blocks.1.resnets.0.conv1"]  # 3x3 conv
 
 
 def load_pipe(scheduler):
@@ -237,6 +246,34 @@ def main():
               os.path.join(OUT, "loras", "rank_mismatch.safetensors"))
     _, sd2_state = random_hypernetwork(bad, [1024], layer_structure=(1, 0.01, 1))  # kept small
     torch.save(sd2_state, os.path.join(OUT, "hypernetworks", "sd2_only.pt"))
+
+    # 5. LoHa (LyCORIS): a random LoHa in kohya/LyCORIS names on attention projections, a 1x1 and
+    # a 3x3 conv; the reference applies A1111's definition (extensions-builtin/Lora/network_hada.py:
+    # updown = (w1a @ w1b) * (w2a @ w2b) reshaped to the weight, times multiplier * alpha / dim
+    # with dim = w1b.shape[0]) to the weights in torch, then runs the ordinary pipeline.
+    lg = torch.Generator("cpu").manual_seed(5150)
+    pipe = load_pipe(EulerDiscreteScheduler)
+    loha = {}
+    for i, name in enumerate(LOHA_MODULES):
+        w = pipe.unet.get_submodule(name).weight
+        cols = w[0].numel()
+        f = {k: torch.randn(shape, generator=lg) * 0.3 for k, shape in
+             [("hada_w1_a", (w.shape[0], LOHA_RANK)), ("hada_w1_b", (LOHA_RANK, cols)),
+              ("hada_w2_a", (w.shape[0], LOHA_RANK)), ("hada_w2_b", (LOHA_RANK, cols))]}
+        stem = "lora_unet_" + name.replace(".", "_")
+        for k, v in f.items():
+            loha[f"{stem}.{k}"] = v.reshape(v.shape[0], *w.shape[1:]) if k.endswith("_b") and w.dim() == 4 else v
+        alpha = 2.0 if i % 2 else None  # missing alpha: scale 1
+        if alpha is not None:
+            loha[stem + ".alpha"] = torch.tensor(alpha)
+        scale = LOHA_SCALE * (alpha / LOHA_RANK if alpha is not None else 1.0)
+        with torch.no_grad():
+            updown = (f["hada_w1_a"] @ f["hada_w1_b"]) * (f["hada_w2_a"] @ f["hada_w2_b"])
+            w += scale * updown.reshape(w.shape)
+    save_file(loha, os.path.join(OUT, "loras", "loha.safetensors"))
+    case = dict(id="loha", lora=["loha.safetensors", LOHA_SCALE], sampler="euler", steps=4, cfg=7.5, seed=42)
+    tensors["loha.latents"], tensors["loha.image"] = run(pipe, case["seed"], case["steps"], case["cfg"])
+    cases.append(case)
 
     for c in cases:
         c.update(prompt=PROMPT, width=64, height=64)

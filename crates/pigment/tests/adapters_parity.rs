@@ -5,7 +5,9 @@
 //! - an AUTOMATIC1111 hypernetwork (.pt as A1111 saves it) at strength 0.7, against a port of
 //!   A1111's `HypernetworkModule` / `apply_hypernetworks` installed in diffusers' attention;
 //! - one hypernetwork MLP pair on known input at strength 0.7;
-//! - a kohya LoRA pickled as `.pt` gives the `.safetensors` file's result (tests/fixtures/lora).
+//! - a kohya LoRA pickled as `.pt` gives the `.safetensors` file's result (tests/fixtures/lora);
+//! - a LoHa (LyCORIS `hada_w1_a`...) on linear, 1x1 and 3x3 conv weights at scale 0.9, against
+//!   A1111's network_hada.py definition applied to the weights in torch.
 //!
 //! Tolerances (those of txt2img_parity.rs and lora.rs): final 8-bit images within 2/255 per
 //! pixel; final latents within 2e-3 max abs relative to max(1, max |reference|); the single MLP
@@ -145,6 +147,22 @@ fn hypernetwork_run_matches_the_reference_and_can_be_removed() {
     model.set_hypernetworks(&[]).unwrap();
     let again = run(&model, &req);
     assert_eq!(max_abs_diff(&again.0, &base.0), 0.0);
+}
+
+#[test]
+fn loha_matches_a1111s_definition() {
+    let out = outputs();
+    let model = load(vec![(adapters("loras/loha.safetensors"), 0.9)]);
+    let report = &model.lora_reports[0];
+    assert!(report.unmatched_keys.is_empty(), "{:?}", report.unmatched_keys);
+    assert_eq!(report.matched, 4);
+    let base = run(&load(Vec::new()), &request("euler", 4, 7.5, 42));
+    let got = run(&model, &request("euler", 4, 7.5, 42));
+    let (latent_err, pixel_err) = errors(&got, &out["loha.latents"], &out["loha.image"]);
+    let effect = max_abs_diff(&base.0, &out["loha.latents"]);
+    println!("loha: latents rel err {latent_err:.2e}, pixels {pixel_err}, effect {effect}");
+    assert!(effect > 0.05, "the LoHa must change the result");
+    assert!(latent_err <= 2e-3 && pixel_err <= 2.0);
 }
 
 #[test]

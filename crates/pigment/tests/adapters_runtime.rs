@@ -76,6 +76,13 @@ fn runtime_equals_merged_for_linear_and_conv_loras() {
         assert_eq!(a.matched, b.matched);
         assert_eq!(a.unmatched_keys, b.unmatched_keys);
     }
+    // LoHa: no low-rank form, applied as its whole update in the forward.
+    let loha = vec![(fixtures().join("adapters/loras/loha.safetensors"), 0.9)];
+    assert_close(
+        "loha",
+        &run(&load(&loha, LoraMode::Runtime), "euler", 7.5),
+        &run(&load(&loha, LoraMode::Merge), "euler", 7.5),
+    );
     // LCM-LoRA: every resnet conv, time_emb_proj and resampler conv too.
     let lcm = vec![(fixtures().join("adapters/loras/lcm.safetensors"), 1.0)];
     assert_close(

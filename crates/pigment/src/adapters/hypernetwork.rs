@@ -85,9 +85,9 @@ impl Activation {
     }
 }
 
-/// One layer of the MLP.
+/// One step of the MLP (a layer of its torch.nn.Sequential).
 #[derive(Debug, Clone)]
-enum Layer {
+enum Step {
     /// weight [out, in], bias [out].
     Linear(Tensor, Tensor),
     Activation(Activation),
@@ -98,7 +98,7 @@ enum Layer {
 /// `HypernetworkModule`: `x + mlp(x) * strength`.
 #[derive(Debug, Clone)]
 struct Mlp {
-    layers: Vec<Layer>,
+    layers: Vec<Step>,
 }
 
 impl Mlp {
@@ -107,9 +107,9 @@ impl Mlp {
         let mut h = x.reshape((b * l, c))?;
         for layer in &self.layers {
             h = match layer {
-                Layer::Linear(w, bias) => h.matmul(&w.t()?)?.broadcast_add(bias)?,
-                Layer::Activation(a) => a.apply(&h)?,
-                Layer::LayerNorm(w, bias) => {
+                Step::Linear(w, bias) => h.matmul(&w.t()?)?.broadcast_add(bias)?,
+                Step::Activation(a) => a.apply(&h)?,
+                Step::LayerNorm(w, bias) => {
                     let mean = h.mean_keepdim(D::Minus1)?;
                     let centred = h.broadcast_sub(&mean)?;
                     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -131,9 +131,9 @@ impl Mlp {
             .iter()
             .map(|l| {
                 Ok(match l {
-                    Layer::Linear(w, b) => Layer::Linear(mv(w)?, mv(b)?),
-                    Layer::LayerNorm(w, b) => Layer::LayerNorm(mv(w)?, mv(b)?),
-                    Layer::Activation(a) => Layer::Activation(*a),
+                    Step::Linear(w, b) => Step::Linear(mv(w)?, mv(b)?),
+                    Step::LayerNorm(w, b) => Step::LayerNorm(mv(w)?, mv(b)?),
+                    Step::Activation(a) => Step::Activation(*a),
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -228,14 +228,14 @@ impl Hypernetwork {
                 };
                 match w.dims() {
                     &[out, inp] if inp == current && b.dims() == [out] => {
-                        mlp.push(Layer::Linear(w, b));
+                        mlp.push(Step::Linear(w, b));
                         seen += 1;
                         current = out;
                         if let Some(a) = activation.filter(|_| seen < linears || activate_output) {
-                            mlp.push(Layer::Activation(a));
+                            mlp.push(Step::Activation(a));
                         }
                     }
-                    &[n] if n == current && b.dims() == [n] => mlp.push(Layer::LayerNorm(w, b)),
+                    &[n] if n == current && b.dims() == [n] => mlp.push(Step::LayerNorm(w, b)),
                     dims => {
                         return Err(fail(format!(
                             "layer {index} of the width-{width} MLP has weight shape {dims:?}, \

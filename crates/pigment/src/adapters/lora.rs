@@ -36,6 +36,10 @@ struct Group<'a> {
     down: Option<(&'a str, &'a Tensor)>,
     up: Option<(&'a str, &'a Tensor)>,
     alpha: Option<(&'a str, &'a Tensor)>,
+    /// LoHa: w1_a, w1_b, w2_a, w2_b.
+    hada: [Option<(&'a str, &'a Tensor)>; 4],
+    /// LoHa keys of a kind not applied (CP-decomposed kernels).
+    unsupported: Vec<&'a str>,
 }
 
 impl LoraSet {
@@ -72,6 +76,14 @@ impl LoraSet {
                             Part::Down => &mut g.down,
                             Part::Up => &mut g.up,
                             Part::Alpha => &mut g.alpha,
+                            Part::HadaW1A => &mut g.hada[0],
+                            Part::HadaW1B => &mut g.hada[1],
+                            Part::HadaW2A => &mut g.hada[2],
+                            Part::HadaW2B => &mut g.hada[3],
+                            Part::HadaTucker => {
+                                g.unsupported.push(key.as_str());
+                                continue;
+                            }
                         };
                         *slot = Some((key.as_str(), tensor));
                     }
@@ -81,18 +93,41 @@ impl LoraSet {
             let mut matched = 0;
             for (module, g) in groups {
                 let target = index.resolve(module);
-                let (Some((component, name)), Some(down), Some(up)) = (target, g.down, g.up) else {
+                // LoHa: the first pair takes the place of (down, up), the second is multiplied
+                // in element by element.
+                let (down, up, second) = match g.hada {
+                    [Some(w1a), Some(w1b), Some(w2a), Some(w2b)] if g.unsupported.is_empty() => {
+                        (Some(w1b), Some(w1a), Some((w2b, w2a)))
+                    }
+                    _ => (g.down, g.up, None),
+                };
+                let has_hada = g.hada.iter().any(Option::is_some) || !g.unsupported.is_empty();
+                let (Some((component, name)), Some(down), Some(up)) = (target, down, up) else {
                     unmatched.extend(
                         [g.down, g.up, g.alpha]
                             .into_iter()
+                            .chain(g.hada)
                             .flatten()
-                            .map(|(k, _)| k.to_string()),
+                            .map(|(k, _)| k.to_string())
+                            .chain(g.unsupported.iter().map(|k| k.to_string())),
                     );
                     continue;
                 };
+                if has_hada && second.is_none() {
+                    unmatched.extend(
+                        g.hada
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k.to_string())
+                            .chain(g.unsupported.iter().map(|k| k.to_string())),
+                    );
+                }
                 let shape = shape_of(*component, name).unwrap_or_default();
                 let target = format!("the {component} weight `{name}`");
-                let delta = LoraDelta::new(path, down, up, g.alpha, *scale, &shape, &target)?;
+                let mut delta = LoraDelta::new(path, down, up, g.alpha, *scale, &shape, &target)?;
+                if let Some((w2b, w2a)) = second {
+                    delta = delta.with_hadamard(path, w2b, w2a, &target)?;
+                }
                 matched += 1;
                 if *scale != 0.0 {
                     deltas[slot(*component)]

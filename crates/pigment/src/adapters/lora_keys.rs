@@ -8,6 +8,8 @@
 //!   module names with the same replacement rather than by undoing it.
 //! - diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight`,
 //!   `text_encoder.text_model.<module>.lora_A.weight` (peft's `base_model.model.` prefix allowed).
+//! - LoHa (LyCORIS, A1111's network_hada.py): `lora_unet_<module>.hada_w1_a` / `hada_w1_b` /
+//!   `hada_w2_a` / `hada_w2_b` / `.alpha`, kohya module names.
 //! - older diffusers attention processors: `unet.<attn>.processor.to_q_lora.down.weight`
 //!   (`to_out_lora` is `to_out.0`) and `text_encoder.<module>.lora_linear_layer.down.weight`.
 
@@ -24,10 +26,21 @@ pub(crate) enum Part {
     Up,
     /// The scalar alpha; the update is scaled by alpha / rank.
     Alpha,
+    /// LoHa (LyCORIS): `hada_w1_a` `[out, rank]`, the first pair's up factor.
+    HadaW1A,
+    /// `hada_w1_b` `[rank, in * kh * kw]`, the first pair's down factor.
+    HadaW1B,
+    /// `hada_w2_a`, the second pair's up factor.
+    HadaW2A,
+    /// `hada_w2_b`, the second pair's down factor.
+    HadaW2B,
+    /// `hada_t1` / `hada_t2`: LoHa with a CP-decomposed conv kernel, which Pigment does not
+    /// apply (its keys are reported).
+    HadaTucker,
 }
 
 /// Suffixes of every layout, longest first so `_lora.down.weight` is not read as `.down.weight`.
-const SUFFIXES: [(&str, Part); 11] = [
+const SUFFIXES: [(&str, Part); 17] = [
     (".lora_linear_layer.down.weight", Part::Down),
     (".lora_linear_layer.up.weight", Part::Up),
     (".lora_down.weight", Part::Down),
@@ -39,6 +52,12 @@ const SUFFIXES: [(&str, Part); 11] = [
     (".lora_A.weight", Part::Down),
     (".lora_B.weight", Part::Up),
     (".alpha", Part::Alpha),
+    (".hada_w1_a", Part::HadaW1A),
+    (".hada_w1_b", Part::HadaW1B),
+    (".hada_w2_a", Part::HadaW2A),
+    (".hada_w2_b", Part::HadaW2B),
+    (".hada_t1", Part::HadaTucker),
+    (".hada_t2", Part::HadaTucker),
 ];
 
 /// Splits a key into the module it adapts (as written in the file) and the part it holds.

@@ -23,6 +23,9 @@ pub(crate) struct LoraDelta {
     pub down: Tensor,
     /// `scale * alpha / rank`.
     pub factor: f64,
+    /// LoHa's second pair `(up [out, rank2], down [rank2, in * kh * kw])`: the update is then
+    /// `factor * (up @ down) * (up2 @ down2)` element by element (A1111's network_hada.py).
+    pub hadamard: Option<(Tensor, Tensor)>,
 }
 
 impl LoraDelta {
@@ -80,7 +83,48 @@ impl LoraDelta {
             up: to_f32(up.1, out, rank)?,
             down: to_f32(down.1, rank, down_cols)?,
             factor: scale * alpha / rank as f64,
+            hadamard: None,
         })
+    }
+
+    /// Makes this a LoHa update with second pair `down2` (`hada_w2_b`) and `up2` (`hada_w2_a`),
+    /// which must give a matrix of the first pair's shape.
+    pub fn with_hadamard(
+        mut self,
+        path: &Path,
+        down2: (&str, &Tensor),
+        up2: (&str, &Tensor),
+        target: &str,
+    ) -> Result<Self> {
+        let (out, cols) = (self.up.dim(0)?, self.down.dim(1)?);
+        let rank2 = down2.1.dims().first().copied().unwrap_or(0);
+        let fits =
+            rank2 > 0 && down2.1.elem_count() == rank2 * cols && up2.1.elem_count() == out * rank2;
+        if !fits {
+            return Err(Error::invalid(format!(
+                "LoRA {}: LoHa factors `{}` {:?} and `{}` {:?} do not fit {target} ({out} x \
+                 {cols}); the file was made for a different model",
+                path.display(),
+                down2.0,
+                down2.1.dims(),
+                up2.0,
+                up2.1.dims()
+            )));
+        }
+        let f32 = |t: &Tensor, shape: (usize, usize)| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F32)?.reshape(shape)?)
+        };
+        self.hadamard = Some((f32(up2.1, (out, rank2))?, f32(down2.1, (rank2, cols))?));
+        Ok(self)
+    }
+
+    /// The whole update `[out, in * kh * kw]` (factor applied), in f32.
+    pub fn dense(&self) -> candle_core::Result<Tensor> {
+        let mut delta = self.up.matmul(&self.down)?;
+        if let Some((up2, down2)) = &self.hadamard {
+            delta = (delta * up2.matmul(down2)?)?;
+        }
+        delta * self.factor
     }
 }
 
@@ -96,7 +140,8 @@ fn read_scalar(t: &Tensor) -> candle_core::Result<f64> {
 fn merge(weight: &Tensor, deltas: &[LoraDelta], dtype: DType) -> candle_core::Result<Tensor> {
     let mut merged = weight.to_dtype(DType::F32)?;
     for d in deltas {
-        let delta = (d.up.matmul(&d.down)? * d.factor)?
+        let delta = d
+            .dense()?
             .reshape(weight.shape())?
             .to_device(weight.device())?;
         merged = (merged + delta)?;

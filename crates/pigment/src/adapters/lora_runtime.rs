@@ -45,14 +45,20 @@ impl std::str::FromStr for LoraMode {
     }
 }
 
-/// One LoRA's factors for one layer, in the compute dtype on the model's device.
+/// One LoRA's term for one layer, in the compute dtype on the model's device.
 #[derive(Debug)]
-struct Factors {
-    /// Linear: `[rank, in]`; conv: `[rank, in, kh, kw]`.
-    down: Tensor,
-    /// Linear: `[out, rank]`; conv: `[out, rank, 1, 1]`.
-    up: Tensor,
-    factor: f64,
+enum Factors {
+    /// `factor * (x down^T) up^T`.
+    LowRank {
+        /// Linear: `[rank, in]`; conv: `[rank, in, kh, kw]`.
+        down: Tensor,
+        /// Linear: `[out, rank]`; conv: `[out, rank, 1, 1]`.
+        up: Tensor,
+        factor: f64,
+    },
+    /// LoHa, whose update has no low-rank form: `x delta^T` with the whole update (factor
+    /// included), `[out, in]` or `[out, in, kh, kw]`.
+    Dense(Tensor),
 }
 
 /// A layer's run-time LoRA terms.
@@ -68,20 +74,36 @@ impl LayerAdapter for Slot {
     fn adapt(&self, x: &Tensor, mut y: Tensor) -> candle_core::Result<Tensor> {
         let factors = self.factors.read().unwrap_or_else(|e| e.into_inner());
         for f in factors.iter() {
-            let term = match self.geometry {
-                LayerGeometry::Linear => {
-                    let in_dim = f.down.dim(1)?;
+            let term = match (f, self.geometry) {
+                (Factors::LowRank { down, up, factor }, LayerGeometry::Linear) => {
+                    let in_dim = down.dim(1)?;
+                    let rows = x.elem_count() / in_dim.max(1);
+                    (x.reshape((rows, in_dim))?
+                        .matmul(&down.t()?)?
+                        .matmul(&up.t()?)?
+                        .reshape(y.shape())?
+                        * *factor)?
+                }
+                (
+                    Factors::LowRank { down, up, factor },
+                    LayerGeometry::Conv2d { stride, padding },
+                ) => {
+                    (x.conv2d(down, padding, stride, 1, 1)?
+                        .conv2d(up, 0, 1, 1, 1)?
+                        * *factor)?
+                }
+                (Factors::Dense(delta), LayerGeometry::Linear) => {
+                    let in_dim = delta.dim(1)?;
                     let rows = x.elem_count() / in_dim.max(1);
                     x.reshape((rows, in_dim))?
-                        .matmul(&f.down.t()?)?
-                        .matmul(&f.up.t()?)?
+                        .matmul(&delta.t()?)?
                         .reshape(y.shape())?
                 }
-                LayerGeometry::Conv2d { stride, padding } => x
-                    .conv2d(&f.down, padding, stride, 1, 1)?
-                    .conv2d(&f.up, 0, 1, 1, 1)?,
+                (Factors::Dense(delta), LayerGeometry::Conv2d { stride, padding }) => {
+                    x.conv2d(delta, padding, stride, 1, 1)?
+                }
             };
-            y = (y + (term * f.factor)?)?;
+            y = (y + term)?;
         }
         Ok(y)
     }
@@ -145,7 +167,16 @@ impl RuntimeLoras {
                     continue;
                 };
                 let mut list = Vec::with_capacity(deltas.len());
+                let place = |t: Tensor| -> Result<Tensor> {
+                    Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+                };
                 for d in deltas {
+                    if d.hadamard.is_some() {
+                        list.push(Factors::Dense(place(
+                            d.dense()?.reshape(slot.shape.as_slice())?,
+                        )?));
+                        continue;
+                    }
                     let (rank, out) = (d.down.dim(0)?, d.up.dim(0)?);
                     let (down, up) = match slot.geometry {
                         LayerGeometry::Linear => (d.down.clone(), d.up.clone()),
@@ -158,10 +189,7 @@ impl RuntimeLoras {
                             )
                         }
                     };
-                    let place = |t: Tensor| -> Result<Tensor> {
-                        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
-                    };
-                    list.push(Factors {
+                    list.push(Factors::LowRank {
                         down: place(down)?,
                         up: place(up)?,
                         factor: d.factor,
