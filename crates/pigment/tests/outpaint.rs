@@ -1,6 +1,7 @@
 //! Outpainting through the library API with both kinds of model: tiny-sd1 (4 channels, latent
 //! blending) and tiny-sd1 with the 9-channel inpainting fixture UNet. The canvas grows by the
-//! padding, the old image is kept exactly (no mask blur: it is composited back), and the padded
+//! padding, the old image is kept exactly in every image of a batch (no mask blur: it is
+//! composited back), and the padded
 //! request is the inpainting request the docs describe.
 
 mod common;
@@ -25,8 +26,9 @@ fn request() -> OutpaintRequest {
     OutpaintRequest::new(base, init, padding, 1.0)
 }
 
-fn check(model: &StableDiffusion) {
-    let req = request();
+fn check(model: &StableDiffusion, batch_size: usize) {
+    let mut req = request();
+    req.base.batch_size = batch_size;
     let inpaint = req.inpaint_request();
     assert_eq!(inpaint.image.init_image.dimensions(), (80, 72));
     assert_eq!(inpaint.mask.get_pixel(79, 40).0[0], 255);
@@ -34,7 +36,18 @@ fn check(model: &StableDiffusion) {
     assert_eq!(inpaint.mask.get_pixel(10, 40).0[0], 0);
 
     let out = model.outpaint(&req, &mut |_, _| {}).unwrap();
-    let image = tensor_to_images(&out.decoded).unwrap().remove(0);
+    let images = tensor_to_images(&out.decoded).unwrap();
+    assert_eq!(images.len(), batch_size);
+    for image in images {
+        check_image(&req, &inpaint, &image);
+    }
+}
+
+fn check_image(
+    req: &OutpaintRequest,
+    inpaint: &pigment::pipelines::InpaintRequest,
+    image: &::image::RgbImage,
+) {
     assert_eq!(image.dimensions(), (80, 72));
     // The old image sits at (0, 8), unchanged (composited back; bar 0 levels).
     for y in 0..64 {
@@ -55,14 +68,14 @@ fn check(model: &StableDiffusion) {
 fn outpaint_with_an_ordinary_model() {
     let model = StableDiffusion::load(&fixtures().join("models/tiny-sd1"), &LoadOptions::default())
         .unwrap();
-    check(&model);
+    check(&model, 2);
 }
 
 #[test]
 fn outpaint_with_a_nine_channel_inpainting_model() {
     let model = load_tiny_sd1_with_unet("inpaint/unet9");
     assert_eq!(model.unet.config().in_channels, 9);
-    check(&model);
+    check(&model, 1);
 }
 
 #[test]

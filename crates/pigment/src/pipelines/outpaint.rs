@@ -262,7 +262,9 @@ impl StableDiffusion {
         let known = image_to_tensor(&inpaint.image.init_image, &self.device)?;
         let decoded = output.decoded.to_dtype(DType::F32)?;
         let keep = (1.0 - &alpha)?;
-        output.decoded = (decoded.broadcast_mul(&alpha)? + known.broadcast_mul(&keep)?)?;
+        output.decoded = decoded
+            .broadcast_mul(&alpha)?
+            .broadcast_add(&known.broadcast_mul(&keep)?)?;
         Ok(output)
     }
 }
