@@ -1,8 +1,7 @@
 //! Outpainting through the library API with both kinds of model: tiny-sd1 (4 channels, latent
 //! blending) and tiny-sd1 with the 9-channel inpainting fixture UNet. The canvas grows by the
 //! padding, the old image is kept exactly in every image of a batch (no mask blur: it is
-//! composited back), and the padded
-//! request is the inpainting request the docs describe.
+//! composited back), and the padded request is the inpainting request the docs describe.
 
 mod common;
 use common::*;
