@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use pigment::adapters::Hypernetwork;
 use pigment::image::tensor_to_images;
-use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
+use pigment::pipelines::{LoadOptions, PanoramaRequest, StableDiffusion, Txt2ImgRequest};
 
 fn adapters(name: &str) -> PathBuf {
     fixtures().join("adapters").join(name)
@@ -163,6 +163,25 @@ fn loha_matches_a1111s_definition() {
     println!("loha: latents rel err {latent_err:.2e}, pixels {pixel_err}, effect {effect}");
     assert!(effect > 0.05, "the LoHa must change the result");
     assert!(latent_err <= 2e-3 && pixel_err <= 2.0);
+}
+
+#[test]
+fn hypernetworks_reach_the_multidiffusion_loop_too() {
+    // A single-window panorama is plain txt2img (panorama_parity.rs), so with the hypernetwork
+    // set it must give the hypernetwork reference as well.
+    let out = outputs();
+    let mut model = load(Vec::new());
+    let net = Hypernetwork::load(&adapters("hypernetworks/sketch.pt")).unwrap();
+    model.set_hypernetworks(&[(net, 0.7)]).unwrap();
+    let request = PanoramaRequest {
+        window: 8,
+        stride: 4,
+        ..PanoramaRequest::new(request("euler", 4, 7.5, 42), &model)
+    };
+    let fused = model.panorama(&request, &mut |_, _| {}).unwrap();
+    let want = &out["hypernet.latents"];
+    let err = max_abs_diff(&fused.latents, want) / max_abs(want).max(1.0);
+    assert!(err <= 2e-3, "panorama with a hypernetwork off by {err:.2e}");
 }
 
 #[test]

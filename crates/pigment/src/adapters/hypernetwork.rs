@@ -405,4 +405,19 @@ impl crate::pipelines::StableDiffusion {
     pub(crate) fn adapter_attention_hook(&self) -> Option<&dyn AttentionHook> {
         (!self.hypernetworks.is_empty()).then_some(&self.hypernetworks as &dyn AttentionHook)
     }
+
+    /// A plain UNet evaluation with the model's adapters (hypernetworks) in it, for the loops
+    /// that pass no other extras (InstructPix2Pix, MultiDiffusion).
+    pub(crate) fn unet_forward(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        let extras = crate::unet::UNetExtras {
+            attention_hook: self.adapter_attention_hook(),
+            ..Default::default()
+        };
+        self.unet.forward_with(sample, timestep, context, &extras)
+    }
 }

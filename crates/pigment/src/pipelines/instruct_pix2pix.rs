@@ -187,7 +187,7 @@ impl StableDiffusion {
             };
             let scaled = sampler.scale_model_input(&model_input, i)?;
             let model_input = Tensor::cat(&[&scaled, &image_latents], 1)?;
-            let prediction = self.unet.forward(&model_input, t, context.at_step(i))?;
+            let prediction = self.unet_forward(&model_input, t, context.at_step(i))?;
             let prediction = if do_cfg {
                 guidance::combine_pix2pix(&prediction, base.cfg_scale, req.image_cfg_scale)?
             } else {

@@ -404,7 +404,7 @@ impl StableDiffusion {
                     x.clone()
                 };
                 let model_input = job.sampler.scale_model_input(&model_input, i)?;
-                let prediction = self.unet.forward(&model_input, t, job.context.at_step(i))?;
+                let prediction = self.unet_forward(&model_input, t, job.context.at_step(i))?;
                 let prediction = if do_cfg {
                     guidance::combine(&prediction, base.cfg_scale)?
                 } else {
