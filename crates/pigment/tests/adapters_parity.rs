@@ -154,7 +154,11 @@ fn loha_matches_a1111s_definition() {
     let out = outputs();
     let model = load(vec![(adapters("loras/loha.safetensors"), 0.9)]);
     let report = &model.lora_reports[0];
-    assert!(report.unmatched_keys.is_empty(), "{:?}", report.unmatched_keys);
+    assert!(
+        report.unmatched_keys.is_empty(),
+        "{:?}",
+        report.unmatched_keys
+    );
     assert_eq!(report.matched, 4);
     let base = run(&load(Vec::new()), &request("euler", 4, 7.5, 42));
     let got = run(&model, &request("euler", 4, 7.5, 42));
