@@ -28,8 +28,8 @@ mod textual_inversion;
 pub use extra_networks::{find_named_file, parse_extra_networks, ExtraNetworkTag};
 pub use hypernetwork::{Hypernetwork, HypernetworkStack};
 pub use lora::{LoraReport, LoraSet};
-pub use lora_runtime::{LoraMode, RuntimeLoras};
 pub(crate) use lora_runtime::{with_runtime_slots, SlotSink};
+pub use lora_runtime::{LoraMode, RuntimeLoras};
 pub use textual_inversion::{
     load_textual_inversion, load_textual_inversion_dir, TextualInversion, MAX_VECTORS,
 };
