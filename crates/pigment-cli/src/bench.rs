@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Run the whole generation once in low-memory mode (text encoder freed after encoding).
     #[arg(long)]
     pub low_memory: bool,
+    /// VAE tiling for the decode rows and the generation: off (default, as diffusers), on, or
+    /// auto (from 1024x1024 pixels).
+    #[arg(long, value_name = "off|on|auto", default_value = "off")]
+    pub vae_tiling: String,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -52,6 +56,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = pigment::device::parse_device(&args.device)?;
+    let tiling: pigment::vae::VaeTiling = args.vae_tiling.parse()?;
     let dtype = pigment::device::parse_dtype(&args.dtype)?;
     if args.repeats == 0 || args.full_repeats == 0 {
         anyhow::bail!("--repeats and --full-repeats must be at least 1");
@@ -76,6 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             arch.build_random(dtype, &device, args.seed)?
         }
     };
+    model.vae.set_tiling(tiling);
     let options = BenchOptions {
         sizes: args.sizes.clone(),
         steps: args.steps,
@@ -103,9 +109,10 @@ fn gib(bytes: Option<u64>) -> String {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "pigment bench · {} · {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
+        "pigment bench · {} · {} · VAE tiling {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
         report.model,
         report.dtype,
+        report.vae_tiling,
         report.device,
         report.threads,
         report.repeats,
@@ -113,7 +120,7 @@ fn print_table(report: &BenchReport) {
         gib(report.loaded_rss_bytes)
     );
     println!(
-        "{:<14} {:>6} {:>5} {:>10} {:>10} {:>9} {:>13}",
+        "{:<22} {:>6} {:>5} {:>10} {:>10} {:>9} {:>13}",
         "component", "size", "batch", "median s", "GFLOP", "GFLOP/s", "peak RSS GiB"
     );
     for r in &report.rows {
@@ -123,7 +130,7 @@ fn print_table(report: &BenchReport) {
             r.size.to_string()
         };
         println!(
-            "{:<14} {:>6} {:>5} {:>10.3} {:>10.2} {:>9.1} {:>13}",
+            "{:<22} {:>6} {:>5} {:>10.3} {:>10.2} {:>9.1} {:>13}",
             r.component,
             size,
             r.batch,

@@ -83,6 +83,7 @@ fn tiny_arch_json_has_every_component_with_positive_figures() {
     assert_eq!(r["engine"], "pigment");
     assert_eq!(r["dtype"], "f32");
     assert_eq!(r["repeats"], 2);
+    assert_eq!(r["vae_tiling"], "off");
     check_rows(
         &r,
         &[
@@ -124,9 +125,12 @@ fn real_checkpoint_in_f16_without_the_full_generation() {
         "1",
         "--dtype",
         "f16",
+        "--vae-tiling",
+        "on",
         "--json",
     ]);
     assert_eq!(r["dtype"], "f16");
+    assert_eq!(r["vae_tiling"], "on");
     assert_eq!(r["model"], "tiny-sd1");
     check_rows(
         &r,

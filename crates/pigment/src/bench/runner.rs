@@ -69,6 +69,8 @@ pub struct BenchReport {
     pub device: String,
     pub threads: usize,
     pub repeats: usize,
+    /// The VAE's tiling mode: `off`, `on` or `auto`.
+    pub vae_tiling: String,
     /// Seconds to build or load the model.
     pub load_s: f64,
     /// RSS after loading, before any forward pass.
@@ -209,6 +211,7 @@ pub fn run_bench(
         device: format!("{:?}", model.device.location()),
         threads: candle_core::utils::get_num_threads(),
         repeats,
+        vae_tiling: format!("{:?}", model.vae.tiling()).to_lowercase(),
         load_s: model.load_time.as_secs_f64(),
         loaded_rss_bytes,
         rows,
