@@ -66,6 +66,9 @@ fn lora_tag_in_the_prompt_finds_its_file_and_is_cut_out() {
             "{err}"
         );
         assert_image_matches(&out, "lora", "kohya.image");
+        // The PNG records the prompt as typed, tag included, as A1111's infotext does.
+        let params = pigment::image::read_png_parameters(&out).unwrap().unwrap();
+        assert!(params.starts_with(&format!("{prompt}\n")), "{params}");
     }
 }
 
