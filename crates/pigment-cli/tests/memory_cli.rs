@@ -40,7 +40,11 @@ fn low_memory_gives_the_same_image() {
     let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
     assert!(generate(&a, &[]).status.success());
     let out = generate(&b, &["--low-memory"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(pixels(&a), pixels(&b));
 }
 
@@ -49,9 +53,17 @@ fn vae_tiling_on_tiles_a_large_image_and_bad_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (off, on) = (dir.path().join("off.png"), dir.path().join("on.png"));
     let size = ["--width", "192", "--height", "128"];
-    assert!(generate(&off, &[&size[..], &["--vae-tiling", "off"]].concat()).status.success());
+    assert!(
+        generate(&off, &[&size[..], &["--vae-tiling", "off"]].concat())
+            .status
+            .success()
+    );
     let out = generate(&on, &[&size[..], &["--vae-tiling", "on"]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (a, b) = (pixels(&off), pixels(&on));
     assert_eq!(a.len(), 192 * 128 * 3);
     assert_ne!(a, b, "tiles of 64 px must change a 192x128 decode");
