@@ -10,6 +10,9 @@ use candle_core::{Device, Tensor};
 use pigment::ops::set_fast_attention;
 use pigment::unet::multi_head_attention;
 
+/// The probabilities hook `multi_head_attention` takes (none here: the fused path).
+type ProbsHook = fn(&Tensor) -> pigment::Result<Option<Tensor>>;
+
 fn main() -> pigment::Result<()> {
     let arg = |i: usize, default: usize| {
         std::env::args()
@@ -24,7 +27,7 @@ fn main() -> pigment::Result<()> {
     let k = Tensor::randn(0f32, 1., (batch, tokens, width), &dev)?;
     let v = Tensor::randn(0f32, 1., (batch, tokens, width), &dev)?;
     let flops = 4.0 * (batch * heads * tokens * tokens * head_dim) as f64;
-    let no_hook: Option<fn(&Tensor) -> pigment::Result<Option<Tensor>>> = None;
+    let no_hook: Option<ProbsHook> = None;
     let only_fused = std::env::args().nth(5).is_some_and(|a| a == "fused");
     for fused in [true, false] {
         if only_fused && !fused {
