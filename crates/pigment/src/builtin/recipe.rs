@@ -6,7 +6,8 @@
 //! Layout of a work folder: `clip/`, `vae/`, `unet/`, each with `checkpoints/`, `loss.jsonl` and,
 //! when the stage finishes, its weights and `config.json` (EMA weights where the stage keeps an
 //! EMA). `export` assembles `model_index.json`, `text_encoder/`, `vae/`, `unet/`, `scheduler/` and
-//! `clip/` (the whole small CLIP, for CLIP scores) with f16 weights.
+//! `clip/` (the small CLIP's vision tower and projections, for CLIP scores; its text tower is
+//! `text_encoder/`) with f16 weights.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -405,7 +406,14 @@ pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
         &out.join("text_encoder/config.json"),
         &clip_config.text_config,
     )?;
-    save_weights(&clip, &out.join("clip/model.safetensors"), DType::F16)?;
+    // The CLIP folder keeps only what the text encoder does not hold (the vision tower and the
+    // projections): the scorer reads the text tower from `text_encoder/`.
+    let clip_rest: HashMap<String, Tensor> = clip
+        .iter()
+        .filter(|(k, _)| !k.starts_with("text_model."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    save_weights(&clip_rest, &out.join("clip/model.safetensors"), DType::F16)?;
     write_json(&out.join("clip/config.json"), &clip_config)?;
     save_weights(
         &vae,

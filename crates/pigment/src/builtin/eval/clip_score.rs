@@ -73,8 +73,19 @@ impl ClipScorer {
                 "missing: a CLIP folder holds config.json and model.safetensors",
             ));
         }
-        let tensors = candle_core::safetensors::load(&weights, device)
+        let mut tensors = candle_core::safetensors::load(&weights, device)
             .map_err(|e| Error::checkpoint(&weights, e.to_string()))?;
+        // A CLIP folder inside a Stable Diffusion folder may leave its text tower out and share
+        // the pipeline's `text_encoder/` (the built-in model does: it is the same tower).
+        let sibling = dir.join("../text_encoder/model.safetensors");
+        if !tensors.keys().any(|k| k.starts_with("text_model.")) && sibling.is_file() {
+            let text = candle_core::safetensors::load(&sibling, device)
+                .map_err(|e| Error::checkpoint(&sibling, e.to_string()))?;
+            tensors.extend(
+                text.into_iter()
+                    .filter(|(k, _)| k.starts_with("text_model.")),
+            );
+        }
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = ClipModel::new(vb, &config).map_err(|e| {
             Error::checkpoint(
