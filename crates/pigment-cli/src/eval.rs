@@ -3,16 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pigment::builtin::eval::{evaluate, ClipScorer, EvalConfig, EvalStep};
 use pigment::image::save_png;
 use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
 use pigment::samplers::SamplerKind;
-
-/// Where the built-in model lives, relative to the repository root.
-const BUILTIN_MODEL: &str = "models/builtin";
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -137,19 +134,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// The built-in model folder: ./models/builtin, else the one in the source tree this binary
 /// was built from.
 fn builtin_model() -> Result<PathBuf> {
-    let here = PathBuf::from(BUILTIN_MODEL);
-    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(BUILTIN_MODEL);
-    for candidate in [here, source_tree] {
-        if candidate.join("model_index.json").is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "no model given and the built-in model is not at {BUILTIN_MODEL}: pass --model with a \
-         diffusers folder, a .safetensors or a .ckpt (or set PIGMENT_MODEL)"
-    )
+    Ok(pigment::builtin::builtin_model_dir()?)
 }
 
 /// Write one evaluation image, its request recorded as PNG parameters like `generate` does.

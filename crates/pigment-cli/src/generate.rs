@@ -22,7 +22,8 @@ use crate::output::{check_writable, output_paths};
 pub struct GenerateArgs {
     /// What to draw.
     pub prompt: String,
-    /// A diffusers folder, a single-file .safetensors or a .ckpt (env: PIGMENT_MODEL).
+    /// A diffusers folder, a single-file .safetensors or a .ckpt (env: PIGMENT_MODEL; default:
+    /// the built-in model, trained by `pigment train` on the shapes world, 64x64).
     #[arg(long, env = "PIGMENT_MODEL")]
     pub model: Option<PathBuf>,
     /// What to steer away from (the unconditional side of classifier-free guidance).
@@ -229,12 +230,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let outputs = output_paths(&args.out, args.batch.max(1));
     check_writable(&outputs, args.force)?;
-    let model_path = args.model.clone().context(
-        "no model given: pass --model with a diffusers folder, a .safetensors or a .ckpt \
-         (or set PIGMENT_MODEL)",
-    )?;
+    let (model_path, builtin) = match &args.model {
+        Some(path) => (path.clone(), false),
+        None => (pigment::builtin::builtin_model_dir()?, true),
+    };
 
-    let model = StableDiffusion::load_with_weights(&model_path, &options, weights)?;
+    let mut model = StableDiffusion::load_with_weights(&model_path, &options, weights)?;
+    if builtin {
+        model.name = pigment::builtin::BUILTIN_MODEL_NAME.to_string();
+    }
     for report in &model.lora_reports {
         eprintln!(
             "LoRA {} at scale {}: {} weights updated",
@@ -291,7 +295,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         batch_size: args.batch,
         clip_skip: args.clip_skip,
         prompt_syntax,
-        ..Txt2ImgRequest::default()
     };
     let img2img = init_image.map(|init_image| Img2ImgRequest {
         base: request.clone(),

@@ -3,13 +3,13 @@
 mod adapter_args;
 mod bench;
 mod control_args;
-mod memory_args;
 mod edit;
 mod eval;
 mod generate;
 mod info;
-mod output;
+mod memory_args;
 mod outpaint_args;
+mod output;
 mod prompt_args;
 mod train;
 mod weights_args;

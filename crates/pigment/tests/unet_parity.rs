@@ -243,7 +243,10 @@ fn attention_hook_sees_every_attention_by_its_diffusers_path() {
         // A hook takes the unfused attention path (it needs the probabilities); the plain
         // forward runs the fused CPU kernel, which differs only by f32 summation order.
         let diff = max_abs_diff(&hooked, &plain);
-        assert!(diff < 1e-5, "{name}: a no-op hook changed the output by {diff}");
+        assert!(
+            diff < 1e-5,
+            "{name}: a no-op hook changed the output by {diff}"
+        );
 
         let (_, weights) = unet_files(name);
         let keys: Vec<String> = candle_core::safetensors::load(&weights, &Device::Cpu)

@@ -1,0 +1,122 @@
+//! Where the built-in model is: the diffusers folder `models/builtin` of the source tree when
+//! the binary runs from a checkout, otherwise the copy compiled into the library, unpacked once
+//! into the user's cache folder (so one binary carries its own model and needs no download).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The built-in model's folder, relative to the repository root.
+pub const BUILTIN_MODEL_DIR: &str = "models/builtin";
+
+/// The name the built-in model is known by (PNG metadata, `info`).
+pub const BUILTIN_MODEL_NAME: &str = "pigment-builtin";
+
+macro_rules! embed {
+    ($($path:literal),* $(,)?) => {
+        &[$(($path, include_bytes!(concat!("../../../../models/builtin/", $path)) as &[u8])),*]
+    };
+}
+
+/// Every file of the built-in model, compiled in.
+const FILES: &[(&str, &[u8])] = embed!(
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "clip/config.json",
+    "clip/model.safetensors",
+);
+
+/// The built-in model as a diffusers folder the ordinary loader opens.
+pub fn builtin_model_dir() -> Result<PathBuf> {
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(BUILTIN_MODEL_DIR);
+    if is_complete(&source_tree) {
+        return Ok(source_tree);
+    }
+    unpack(&cache_root()?)
+}
+
+/// True when every built-in file is present in `dir` with its compiled-in size.
+fn is_complete(dir: &Path) -> bool {
+    FILES.iter().all(|(name, bytes)| {
+        std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == bytes.len() as u64)
+    })
+}
+
+/// `$XDG_CACHE_HOME/pigment`, `~/.cache/pigment`, or the temporary folder's `pigment-cache`.
+fn cache_root() -> Result<PathBuf> {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    Ok(match (from_env("XDG_CACHE_HOME"), from_env("HOME")) {
+        (Some(cache), _) => PathBuf::from(cache).join("pigment"),
+        (None, Some(home)) => PathBuf::from(home).join(".cache/pigment"),
+        (None, None) => std::env::temp_dir().join("pigment-cache"),
+    })
+}
+
+/// Write the compiled-in files to `root/builtin-<content hash>` (once: a complete folder is
+/// reused) through a temporary folder renamed into place, so a crash never leaves half a model.
+fn unpack(root: &Path) -> Result<PathBuf> {
+    let mut hasher = DefaultHasher::new();
+    for (name, bytes) in FILES {
+        name.hash(&mut hasher);
+        bytes.hash(&mut hasher);
+    }
+    let dir = root.join(format!("builtin-{:016x}", hasher.finish()));
+    if is_complete(&dir) {
+        return Ok(dir);
+    }
+    let staging = root.join(format!("builtin-partial-{}", std::process::id()));
+    let write_all = || -> std::io::Result<()> {
+        for (name, bytes) in FILES {
+            let path = staging.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, bytes)?;
+        }
+        Ok(())
+    };
+    let cannot = |e: std::io::Error| {
+        Error::invalid(format!(
+            "cannot unpack the built-in model into {} ({e}): set XDG_CACHE_HOME to a writable \
+             folder, or pass --model",
+            root.display()
+        ))
+    };
+    write_all().map_err(cannot)?;
+    match std::fs::rename(&staging, &dir) {
+        Ok(()) => Ok(dir),
+        // Another process unpacked the same model first: use theirs.
+        Err(_) if is_complete(&dir) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(dir)
+        }
+        Err(e) => Err(cannot(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unpacking writes a complete folder once and reuses it after.
+    #[test]
+    fn unpacks_once_into_a_complete_folder() -> Result<()> {
+        let root = std::env::temp_dir().join(format!("pigment-unpack-{}", std::process::id()));
+        let dir = unpack(&root)?;
+        assert!(is_complete(&dir));
+        let again = unpack(&root)?;
+        assert_eq!(dir, again);
+        std::fs::remove_dir_all(&root).ok();
+        Ok(())
+    }
+}
