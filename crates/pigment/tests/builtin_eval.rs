@@ -188,7 +188,9 @@ fn clip_folder_loads_and_scores_as_in_memory() {
     let image = render(&prompts[0].scene, 64);
     let expected = in_memory.score(&prompts[0].caption, &image).unwrap();
     let got = loaded.score(&prompts[0].caption, &image).unwrap();
-    assert_eq!(got, expected);
+    // The in-memory model holds variables, which take the training kernels (flattened Linear,
+    // unfused attention); the loaded one takes the inference kernels: f32 rounding apart.
+    assert!((got - expected).abs() < 1e-3, "{got} vs {expected}");
     assert!(got.abs() <= 100.0 + 1e-3);
     // A different caption gives a different score (the text reaches the features).
     let other = loaded.score("a blue circle", &image).unwrap();
