@@ -9,7 +9,6 @@ use candle_nn::VarBuilder;
 use crate::error::Result;
 use crate::pipelines::txt2img::NoHooks;
 use crate::pipelines::{Progress, StableDiffusion, Txt2ImgOutput, Txt2ImgRequest};
-use crate::rng::TorchGenerator;
 use crate::text::{ClipTextConfig, ClipTextModel};
 
 impl StableDiffusion {
@@ -42,41 +41,8 @@ impl StableDiffusion {
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
         let start = Instant::now();
-        let mut sampler = req.sampler(&self.scheduler_config)?;
         let context = self.conditioning_schedule(req)?;
         self.release_text_encoder()?;
-
-        // From here on exactly txt2img_with's steps (txt2img.rs).
-        let factor = self.vae_scale_factor();
-        let shape = [
-            req.batch_size,
-            self.vae.config().latent_channels,
-            req.height / factor,
-            req.width / factor,
-        ];
-        let mut rng = TorchGenerator::new(req.seed);
-        let noise = rng.randn_tensor(&shape, &self.device)?;
-        let latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
-        let evaluations = sampler.timesteps().len();
-        let latents = self.denoise_with(
-            sampler.as_mut(),
-            latents,
-            &context,
-            req.cfg_scale,
-            0,
-            &mut rng,
-            progress,
-            &mut NoHooks,
-        )?;
-        let sampling_time = start.elapsed();
-        let decode_start = Instant::now();
-        let decoded = self.decode_latents(&latents)?;
-        Ok(Txt2ImgOutput {
-            decoded,
-            latents,
-            evaluations,
-            sampling_time,
-            decode_time: decode_start.elapsed(),
-        })
+        self.txt2img_from_conditioning(req, &context, start, progress, &mut NoHooks)
     }
 }

@@ -257,8 +257,21 @@ impl StableDiffusion {
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
         let start = Instant::now();
-        let mut sampler = req.sampler(&self.scheduler_config)?;
         let context = self.conditioning_schedule(req)?;
+        self.txt2img_from_conditioning(req, &context, start, progress, hooks)
+    }
+
+    /// The rest of [`Self::txt2img_with`] once the request's conditioning is encoded: noise,
+    /// denoising loop, decode. `start` is when the run began (for the sampling time).
+    pub(crate) fn txt2img_from_conditioning(
+        &self,
+        req: &Txt2ImgRequest,
+        context: &ScheduledConditioning,
+        start: Instant,
+        progress: Progress,
+        hooks: &mut dyn DenoiseHooks,
+    ) -> Result<Txt2ImgOutput> {
+        let mut sampler = req.sampler(&self.scheduler_config)?;
 
         // Initial noise from the torch-compatible generator, one draw for the whole batch as
         // diffusers' prepare_latents does with a single generator.
@@ -277,7 +290,7 @@ impl StableDiffusion {
         let latents = self.denoise_with(
             sampler.as_mut(),
             latents,
-            &context,
+            context,
             req.cfg_scale,
             0,
             &mut rng,

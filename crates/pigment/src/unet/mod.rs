@@ -17,4 +17,5 @@ mod up_block;
 pub use attention::multi_head_attention;
 pub use config::{PerBlock, UNet2DConditionConfig};
 pub use hooks::{AttentionHook, AttentionSite, UNetExtras};
+pub(crate) use model::conv as same_padding_conv;
 pub use model::UNet2DConditionModel;

@@ -30,7 +30,8 @@ pub struct UNet2DConditionModel {
     conv_out: Conv2d,
 }
 
-fn conv(vb: VarBuilder, cin: usize, cout: usize, kernel: usize) -> Result<Conv2d> {
+/// A stride-1 conv with "same" padding, as the UNet's (and ControlNet's) in/out convs.
+pub(crate) fn conv(vb: VarBuilder, cin: usize, cout: usize, kernel: usize) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding: (kernel - 1) / 2,
         ..Default::default()

@@ -5,7 +5,9 @@
 //! `mid_block_residual`). Built entirely from the config; computes in the dtype of its weights.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::unet::same_padding_conv as conv;
 
 use super::cond_embedding::ConditioningEmbedding;
 use super::config::ControlNetConfig;
@@ -40,14 +42,6 @@ pub struct ControlNetModel {
     zero_convs: Vec<Conv2d>,
     /// `controlnet_mid_block`.
     zero_conv_mid: Conv2d,
-}
-
-fn conv(vb: VarBuilder, cin: usize, cout: usize, kernel: usize) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: (kernel - 1) / 2,
-        ..Default::default()
-    };
-    crate::ops::conv2d(cin, cout, kernel, cfg, vb)
 }
 
 impl ControlNetModel {
