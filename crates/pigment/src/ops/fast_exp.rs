@@ -98,6 +98,20 @@ unsafe fn max_avx2(xs: &[f32]) -> f32 {
     max_generic(xs)
 }
 
+#[inline(always)]
+fn affine_silu_generic(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        let n = (v - mean) * scale + shift;
+        *o = n / (1.0 + exp_one(-n));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn affine_silu_avx2(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32) {
+    affine_silu_generic(src, dst, mean, scale, shift)
+}
+
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -118,6 +132,19 @@ pub fn exp_scaled_sum(xs: &mut [f32], scale: f32, shift: f32) -> f32 {
         return unsafe { exp_scaled_sum_avx2(xs, scale, shift) };
     }
     exp_scaled_sum_generic(xs, scale, shift)
+}
+
+/// dst[i] = SiLU((src[i] - mean) * scale + shift) = n / (1 + exp(-n)): the normalise, affine
+/// and activation of a fused GroupNorm + SiLU in one vectorised pass (libm's scalar `expf` made
+/// it 4x slower than the normalisation itself). Large |n| behave: exp(-n) saturates at
+/// exp(88) for n -> -inf (result ~0) and goes to 0 for n -> +inf (result n).
+pub fn affine_silu(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { affine_silu_avx2(src, dst, mean, scale, shift) };
+    }
+    affine_silu_generic(src, dst, mean, scale, shift)
 }
 
 /// The largest element (-inf for an empty slice; NaNs are skipped).
@@ -157,6 +184,21 @@ mod tests {
         assert!((edge[2] - std::f32::consts::E).abs() < 1e-6);
         assert_eq!(edge[3], 0.0);
         assert_eq!(edge[4], 0.0);
+    }
+
+    #[test]
+    fn affine_silu_matches_the_formula() {
+        let src: Vec<f32> = (0..203).map(|i| (i as f32 - 100.0) * 0.37).collect();
+        let mut dst = vec![0f32; src.len()];
+        affine_silu(&src, &mut dst, 0.5, 2.0, -0.25);
+        for (&x, &y) in src.iter().zip(&dst) {
+            let n = (x - 0.5) * 2.0 - 0.25;
+            let want = n / (1.0 + (-n).exp());
+            assert!(
+                (y - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{x}: {y} vs {want}"
+            );
+        }
     }
 
     #[test]

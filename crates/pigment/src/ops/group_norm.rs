@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, T
 use candle_nn::VarBuilder;
 
 use super::channel::{add_channel_bias, scale_channels};
+use super::fast_exp::affine_silu;
 use crate::error::{Error, Result};
 
 static FAST_GROUP_NORM: AtomicBool = AtomicBool::new(true);
@@ -182,12 +183,8 @@ impl CustomOp1 for FastGroupNorm {
             let g = g_index % self.groups;
             // Two passes like torch's and candle's: mean, then the mean of squared deviations
             // (biased variance), accumulated in f64.
-            let mean = src.iter().map(|&v| v as f64).sum::<f64>() / group_len as f64;
-            let var = src
-                .iter()
-                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-                .sum::<f64>()
-                / group_len as f64;
+            let mean = lane_sum(src, |v| v) / group_len as f64;
+            let var = lane_sum(src, |v| (v - mean) * (v - mean)) / group_len as f64;
             let inv_std = 1.0 / (var + self.eps).sqrt();
             for c in 0..per_group {
                 let ch = g * per_group + c;
@@ -201,10 +198,7 @@ impl CustomOp1 for FastGroupNorm {
                 let s = &src[c * spatial..][..spatial];
                 let d = &mut dst[c * spatial..][..spatial];
                 if self.silu {
-                    for (o, &v) in d.iter_mut().zip(s) {
-                        let n = (v - mean) * scale + shift;
-                        *o = n / (1.0 + (-n).exp());
-                    }
+                    affine_silu(s, d, mean, scale, shift);
                 } else {
                     for (o, &v) in d.iter_mut().zip(s) {
                         *o = (v - mean) * scale + shift;
@@ -230,6 +224,21 @@ impl CustomOp1 for FastGroupNorm {
         }
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
+}
+
+/// The f64 sum of `f(x)` over `xs` in 8 independent lanes, so that LLVM vectorises it (one
+/// accumulator must add in order, which kept the statistics pass scalar).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Loads `weight` and `bias` under `vb` like `candle_nn::group_norm` (same init hints).
