@@ -2,7 +2,9 @@
 //! the binary runs from a checkout, otherwise the copy compiled into the library, unpacked once
 //! into the user's cache folder (so one binary carries its own model and needs no download).
 
+#[cfg(feature = "embedded-model")]
 use std::collections::hash_map::DefaultHasher;
+#[cfg(feature = "embedded-model")]
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,22 @@ pub const BUILTIN_MODEL_DIR: &str = "models/builtin";
 /// The name the built-in model is known by (PNG metadata, `info`).
 pub const BUILTIN_MODEL_NAME: &str = "pigment-builtin";
 
+/// Every file of the built-in model, relative to its folder (the same list `FILES` embeds).
+#[cfg(not(feature = "embedded-model"))]
+const FILE_NAMES: [&str; 10] = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "clip/config.json",
+    "clip/model.safetensors",
+];
+
+#[cfg(feature = "embedded-model")]
 macro_rules! embed {
     ($($path:literal),* $(,)?) => {
         &[$(($path, include_bytes!(concat!("../../../../models/builtin/", $path)) as &[u8])),*]
@@ -21,6 +39,7 @@ macro_rules! embed {
 }
 
 /// Every file of the built-in model, compiled in.
+#[cfg(feature = "embedded-model")]
 const FILES: &[(&str, &[u8])] = embed!(
     "model_index.json",
     "scheduler/scheduler_config.json",
@@ -35,17 +54,46 @@ const FILES: &[(&str, &[u8])] = embed!(
 );
 
 /// The built-in model as a diffusers folder the ordinary loader opens.
+#[cfg(feature = "embedded-model")]
 pub fn builtin_model_dir() -> Result<PathBuf> {
-    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(BUILTIN_MODEL_DIR);
+    let source_tree = source_tree_dir();
     if is_complete(&source_tree) {
         return Ok(source_tree);
     }
     unpack(&cache_root()?)
 }
 
+/// The built-in model as a diffusers folder the ordinary loader opens. This build was made
+/// without the `embedded-model` feature (to keep the binary small, e.g. for carrying it to a GPU
+/// machine), so the model must be on disk: the source tree the binary was built from, or
+/// `models/builtin` under the current folder (running from a checkout).
+#[cfg(not(feature = "embedded-model"))]
+pub fn builtin_model_dir() -> Result<PathBuf> {
+    let has_all = |dir: &Path| FILE_NAMES.iter().all(|name| dir.join(name).is_file());
+    let source_tree = source_tree_dir();
+    if has_all(&source_tree) {
+        return Ok(source_tree);
+    }
+    let here = Path::new(BUILTIN_MODEL_DIR);
+    if has_all(here) {
+        return Ok(here.to_path_buf());
+    }
+    Err(Error::invalid(format!(
+        "this pigment was built without the built-in model (cargo feature `embedded-model` off) \
+         and no {BUILTIN_MODEL_DIR} folder was found: pass --model {BUILTIN_MODEL_DIR} (or the \
+         path to that folder), or run from the repository root"
+    )))
+}
+
+/// `models/builtin` of the source tree this library was compiled from.
+fn source_tree_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(BUILTIN_MODEL_DIR)
+}
+
 /// True when every built-in file is present in `dir` with its compiled-in size.
+#[cfg(feature = "embedded-model")]
 fn is_complete(dir: &Path) -> bool {
     FILES.iter().all(|(name, bytes)| {
         std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == bytes.len() as u64)
@@ -53,6 +101,7 @@ fn is_complete(dir: &Path) -> bool {
 }
 
 /// `$XDG_CACHE_HOME/pigment`, `~/.cache/pigment`, or the temporary folder's `pigment-cache`.
+#[cfg(feature = "embedded-model")]
 fn cache_root() -> Result<PathBuf> {
     let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     Ok(match (from_env("XDG_CACHE_HOME"), from_env("HOME")) {
@@ -64,6 +113,7 @@ fn cache_root() -> Result<PathBuf> {
 
 /// Write the compiled-in files to `root/builtin-<content hash>` (once: a complete folder is
 /// reused) through a temporary folder renamed into place, so a crash never leaves half a model.
+#[cfg(feature = "embedded-model")]
 fn unpack(root: &Path) -> Result<PathBuf> {
     let mut hasher = DefaultHasher::new();
     for (name, bytes) in FILES {
@@ -104,7 +154,7 @@ fn unpack(root: &Path) -> Result<PathBuf> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "embedded-model"))]
 mod tests {
     use super::*;
 
