@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Write a checkpoint every this many steps (the newest two are kept).
     #[arg(long, default_value_t = 200)]
     pub checkpoint_every: u64,
+    /// Device to train on: `cpu`, or `cuda` / `cuda:N` (needs a build with `--features cuda`;
+    /// f32 matrix products then use TF32).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// With `export`: the folder to write the model to.
     #[arg(long, default_value = "models/builtin")]
     pub out: PathBuf,
@@ -64,6 +68,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         peak_lr: args.lr,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        device: pigment::device::parse_device(&args.device)?,
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(
@@ -72,6 +77,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     bar.set_prefix(name);
     let progress_bar = bar.clone();
+    let mut throughput = Throughput::new(args.batch);
     let dir = recipe::train_stage(
         name,
         &opts,
@@ -81,6 +87,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 "loss {:.4} lr {:.2e} {:.1} img/s",
                 record.loss, record.lr, record.samples_per_sec
             ));
+            if let Some(line) = throughput.report(record) {
+                progress_bar.suspend(|| eprintln!("{name} {line}"));
+            }
         }),
     )?;
     bar.finish();
@@ -91,4 +100,50 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     println!("{}", dir.display());
     Ok(())
+}
+
+/// A throughput line every [`Throughput::EVERY_SECS`] seconds of wall clock (and at the first
+/// step), printed whether or not the progress bar shows (it hides when stderr is not a
+/// terminal, e.g. under `tee`): samples/s averaged over the steps since the last line.
+struct Throughput {
+    batch: usize,
+    last: std::time::Instant,
+    last_step: Option<u64>,
+}
+
+impl Throughput {
+    const EVERY_SECS: f64 = 10.0;
+
+    fn new(batch: usize) -> Self {
+        Self {
+            batch,
+            last: std::time::Instant::now(),
+            last_step: None,
+        }
+    }
+
+    fn report(&mut self, record: &pigment::train::StepRecord) -> Option<String> {
+        let secs = self.last.elapsed().as_secs_f64();
+        let since = match self.last_step {
+            None => 0,
+            Some(_) if secs < Self::EVERY_SECS => return None,
+            Some(step) => record.step.saturating_sub(step),
+        };
+        let rate = if since == 0 {
+            record.samples_per_sec
+        } else {
+            (since as usize * self.batch) as f64 / secs.max(1e-9)
+        };
+        self.last = std::time::Instant::now();
+        self.last_step = Some(record.step);
+        Some(format!(
+            "step {} loss {:.4} lr {:.2e} grad_norm {:.3} {:.1} samples/s ({:.1} ms/step)",
+            record.step,
+            record.loss,
+            record.lr,
+            record.grad_norm,
+            rate,
+            1000.0 * self.batch as f64 / rate.max(1e-9)
+        ))
+    }
 }
