@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Train the built-in model's UNet on a CUDA GPU for about TRAIN_SECONDS, with the binary that
+# tools/gpu/build_cuda.sh packed into .gpu/pigment.xz. Run from the repository root on the GPU
+# machine (carry `.gpu`):
+#
+#   tools/gpu/train_on_device.sh
+#
+# Inputs:  .gpu/pigment.xz; .gpu/vae/{config.json,diffusion_pytorch_model.safetensors} (the VAE
+#          the UNet trains on; VAE_DIR overrides); models/builtin (text encoder + CLIP).
+# Env:     TRAIN_SECONDS (default 360), BATCH (128), LR (8e-4), SEED (0), OUT (default gpu-out);
+#          for a dry run on a machine without a GPU: PIGMENT_BIN=target/debug/pigment DEVICE=cpu.
+# Outputs in $OUT (at most 8 files come back from the device): train.log (everything printed),
+#          smoke.png, sample.png (the new model), loss.jsonl, timing.txt, unet.safetensors and
+#          unet_config.json (the EMA UNet, f16, as exported), model.tar.xz (the whole export).
+# The script ends within TRAIN_SECONDS + 150 s: training is sized from a measured step time
+# and time-boxed; if it must be stopped, the newest checkpoint is exported instead.
+set -uo pipefail
+
+TRAIN_SECONDS=${TRAIN_SECONDS:-360}
+BATCH=${BATCH:-128}
+LR=${LR:-8e-4}
+SEED=${SEED:-0}
+OUT=${OUT:-$PWD/gpu-out}
+VAE_DIR=${VAE_DIR:-.gpu/vae}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT"
+
+die() {
+    echo "FATAL: $*" >&2
+    exit 1
+}
+
+main() {
+    local start=$SECONDS
+    # Everything must be done by this many seconds after the start (30 s kept for the end).
+    local finish_by=$((start + TRAIN_SECONDS + 150 - 30))
+    [ -f Cargo.toml ] && [ -d models/builtin ] || die "run from the repository root (no models/builtin here)"
+    echo "== $(date -u) train_on_device: TRAIN_SECONDS=$TRAIN_SECONDS BATCH=$BATCH LR=$LR SEED=$SEED OUT=$OUT"
+
+    # 1. The binary.
+    if [ -n "${PIGMENT_BIN:-}" ]; then
+        PIGMENT=$PIGMENT_BIN
+    else
+        [ -f .gpu/pigment.xz ] || die ".gpu/pigment.xz is missing: run tools/gpu/build_cuda.sh and carry .gpu"
+        local bin_dir=/tmp/pigment-gpu
+        mkdir -p "$bin_dir"
+        xz -dc .gpu/pigment.xz >"$bin_dir/pigment" || die "cannot unpack .gpu/pigment.xz"
+        chmod +x "$bin_dir/pigment"
+        PIGMENT=$bin_dir/pigment
+    fi
+
+    # 2. Shared libraries: cuBLAS, cuRAND, NVRTC and the CUDA runtime from the Python
+    #    environment's nvidia-* wheels; libcuda.so.1 from the driver.
+    local py=python3 dirs="" d
+    command -v "$py" >/dev/null || die "no python3 on PATH"
+    for d in $("$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null) /opt/torch; do
+        [ -d "$d" ] || continue
+        while IFS= read -r lib; do
+            dirs="$dirs:$(dirname "$lib")"
+        done < <(find "$d" \( -name 'libcublas.so.*' -o -name 'libcublasLt.so.*' -o -name 'libcurand.so.*' \
+            -o -name 'libnvrtc.so.*' -o -name 'libcudart.so.*' \) 2>/dev/null)
+    done
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/lib64; do
+        [ -e "$d/libcuda.so.1" ] && dirs="$dirs:$d"
+    done
+    dirs=$(echo "$dirs" | tr ':' '\n' | awk 'NF && !seen[$0]++' | paste -sd: -)
+    export LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    echo "== shared libraries of the binary:"
+    ldd "$PIGMENT" | grep -E 'cuda|cublas|curand|nvrtc|not found'
+    if ldd "$PIGMENT" | grep -q 'not found'; then
+        die "the binary's libraries above marked 'not found' are missing: find them with \
+\`find / -name 'libNAME.so*'\` and add their folder to LD_LIBRARY_PATH"
+    fi
+    nvidia-smi -L || echo "WARNING: nvidia-smi failed"
+
+    # 3. Smoke test: the shipped built-in model generates on CUDA.
+    echo "== smoke: generate on $DEVICE"
+    local t0=$SECONDS
+    if "$PIGMENT" generate "a red circle" --model models/builtin --device "$DEVICE" --steps 4 \
+        --seed 1 --force --out "$OUT/smoke.png"; then
+        echo "smoke OK in $((SECONDS - t0)) s"
+    else
+        echo "WARNING: SMOKE TEST FAILED (generate on $DEVICE); trying training anyway"
+    fi
+
+    # 4. The work folder: clip/ = text encoder + CLIP vision tower and projections (one file),
+    #    vae/ = the VAE the UNet trains on.
+    local work=/tmp/pigment-work
+    rm -rf "$work" && mkdir -p "$work/clip" "$work/vae"
+    if [ ! -f "$VAE_DIR/diffusion_pytorch_model.safetensors" ] || [ ! -f "$VAE_DIR/config.json" ]; then
+        echo "WARNING: ********** $VAE_DIR has no VAE: training on models/builtin/vae **********"
+        VAE_DIR=models/builtin/vae
+    fi
+    cp "$VAE_DIR/config.json" "$VAE_DIR/diffusion_pytorch_model.safetensors" "$work/vae/" || die "cannot copy the VAE"
+    echo "VAE: $VAE_DIR ($(sha256sum "$VAE_DIR/diffusion_pytorch_model.safetensors" | cut -c1-16))"
+    cp models/builtin/clip/config.json "$work/clip/config.json"
+    # Plain Python (no safetensors package needed): the two files' headers merged, data appended.
+    "$py" - "$work/clip/model.safetensors" <<'PY' || die "cannot assemble clip/model.safetensors"
+import json, struct, sys
+
+def read(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        return header, f.read()
+
+text, text_data = read("models/builtin/text_encoder/model.safetensors")
+rest, rest_data = read("models/builtin/clip/model.safetensors")
+text.pop("__metadata__", None)
+rest.pop("__metadata__", None)
+assert text and all(k.startswith("text_model.") for k in text), "text encoder keys must be text_model.*"
+assert not set(text) & set(rest), "text encoder and clip share keys"
+header, blobs, offset = {}, [], 0
+for table, data in ((rest, rest_data), (text, text_data)):
+    for name, info in sorted(table.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, end = info["data_offsets"]
+        blobs.append(data[begin:end])
+        header[name] = {**info, "data_offsets": [offset, offset + end - begin]}
+        offset += end - begin
+raw = json.dumps(header, separators=(",", ":")).encode()
+raw += b" " * (-len(raw) % 8)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+print(f"clip/model.safetensors: {len(text)} text + {len(rest)} vision/projection tensors, {offset} bytes")
+PY
+
+    # 5. Step time from a throwaway run: 5 warm-up steps, then 20 timed.
+    local scratch=/tmp/pigment-scratch
+    rm -rf "$scratch" && mkdir -p "$scratch" && cp -r "$work/clip" "$work/vae" "$scratch/"
+    echo "== timing: 25 throwaway steps, batch $BATCH"
+    t0=$SECONDS
+    "$PIGMENT" train unet --device "$DEVICE" --work "$scratch" --steps 25 --batch "$BATCH" --lr "$LR" \
+        --seed "$SEED" --checkpoint-every 0 || die "the timing run failed (see above)"
+    local scratch_wall=$((SECONDS - t0))
+    read -r step_time startup < <("$py" - "$scratch/unet/loss.jsonl" "$scratch_wall" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(recs) >= 25, f"only {len(recs)} steps logged"
+step = (recs[24]["elapsed_secs"] - recs[4]["elapsed_secs"]) / 20
+startup = max(0.0, float(sys.argv[2]) - recs[24]["elapsed_secs"])
+print(f"{step:.6f} {startup:.1f}")
+PY
+    ) || die "cannot read the timing run's loss log"
+    [ -n "${step_time:-}" ] || die "no step time measured"
+    local left=$((finish_by - SECONDS - 25)) # 25 s: export, sample, packing
+    local budget=$TRAIN_SECONDS
+    [ "$left" -lt "$budget" ] && budget=$left
+    local steps
+    steps=$("$py" -c "import math; print(max(1, math.floor(($budget - $startup) / $step_time)))")
+    local every=$(((steps + 7) / 8))
+    {
+        echo "step_time_s=$step_time batch=$BATCH samples_per_s=$("$py" -c "print(round($BATCH / $step_time, 1))")"
+        echo "startup_s=$startup timing_run_wall_s=$scratch_wall train_budget_s=$budget steps=$steps"
+    } | tee "$OUT/timing.txt"
+
+    # 6. The run, time-boxed; GPU use logged every 20 s.
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 2>/dev/null | sed 's/^/gpu: /' &
+    local smi=$!
+    local box=$((finish_by - SECONDS - 25))
+    echo "== training: $steps steps, batch $BATCH, lr $LR, checkpoint every $every (time box $box s)"
+    t0=$SECONDS
+    timeout --signal=TERM "$box" "$PIGMENT" train unet --device "$DEVICE" --work "$work" --steps "$steps" \
+        --batch "$BATCH" --lr "$LR" --seed "$SEED" --checkpoint-every "$every"
+    local rc=$?
+    kill "$smi" 2>/dev/null
+    echo "training exit $rc after $((SECONDS - t0)) s"
+    if [ "$rc" -ne 0 ]; then
+        # Stopped or failed: write the weights of the newest checkpoint (a run whose total is
+        # that checkpoint's step trains nothing more and saves its EMA weights).
+        local last
+        last=$(ls -d "$work/unet/checkpoints"/*/ 2>/dev/null | sed 's#/$##; s#.*[^0-9]\([0-9][0-9]*\)$#\1#' | sort -n | tail -1)
+        [ -n "$last" ] || die "training failed before its first checkpoint"
+        echo "WARNING: finishing from the checkpoint at step $((10#$last))"
+        "$PIGMENT" train unet --device "$DEVICE" --work "$work" --steps "$((10#$last))" \
+            --batch "$BATCH" --lr "$LR" --seed "$SEED" --checkpoint-every "$every" ||
+            die "cannot write the weights from the newest checkpoint"
+    fi
+    cp "$work/unet/loss.jsonl" "$OUT/loss.jsonl"
+
+    # 7. Export (f16) and check every file is under 16 MiB (the library's size limit per file).
+    local export=/tmp/pigment-export
+    rm -rf "$export"
+    "$PIGMENT" train export --work "$work" --out "$export" || die "export failed"
+    find "$export" -type f -printf '%s %p\n' | sort -k2
+    if [ -n "$(find "$export" -type f -size +16777215c)" ]; then
+        echo "WARNING: ********** an exported file is 16 MiB or larger **********"
+    fi
+    cp "$export/unet/diffusion_pytorch_model.safetensors" "$OUT/unet.safetensors"
+    cp "$export/unet/config.json" "$OUT/unet_config.json"
+    tar -C "$export" -cJf "$OUT/model.tar.xz" . || echo "WARNING: cannot pack model.tar.xz"
+    "$PIGMENT" generate "a red circle" --model "$export" --device "$DEVICE" --steps 20 --seed 1 \
+        --force --out "$OUT/sample.png" || echo "WARNING: sampling the new model failed"
+    ls -l "$OUT"
+    echo "== done in $((SECONDS - start)) s (limit $((TRAIN_SECONDS + 150)) s)"
+}
+
+main "$@" 2>&1 | tee "$OUT/train.log"
+exit "${PIPESTATUS[0]}"
