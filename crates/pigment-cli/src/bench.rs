@@ -33,7 +33,7 @@ pub struct BenchArgs {
     /// Runs of the whole generation.
     #[arg(long, default_value_t = 1)]
     pub full_repeats: usize,
-    /// Compute (and random-weight) dtype: f32 or f16 (bf16 on CUDA).
+    /// Compute (and random-weight) dtype: f32 or f16 (bf16 on CUDA, which also runs f16).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// cpu, cuda[:N] or metal.
@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// auto (from 1024x1024 pixels).
     #[arg(long, value_name = "off|on|auto", default_value = "off")]
     pub vae_tiling: String,
+    /// Untimed runs of each component before the timed ones (default: 1 on a GPU, where the
+    /// first call of each kernel loads it; 0 on the CPU).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// CUDA, f32: let matrix products use TF32 (off by default, as PyTorch's matmul default).
+    #[arg(long)]
+    pub tf32: bool,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -60,6 +67,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let dtype = pigment::device::parse_dtype(&args.dtype)?;
     if args.repeats == 0 || args.full_repeats == 0 {
         anyhow::bail!("--repeats and --full-repeats must be at least 1");
+    }
+    if args.tf32 && !device.is_cuda() {
+        anyhow::bail!("--tf32 applies to CUDA devices only: drop it, or add --device cuda");
     }
     let mut model = match &args.model {
         Some(path) => {
@@ -89,6 +99,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         repeats: args.repeats,
         full_repeats: args.full_repeats,
         low_memory: args.low_memory,
+        warmup: args.warmup,
+        tf32: args.tf32,
     };
     let report = run_bench(&mut model, &options, &mut |what| {
         eprintln!("measuring {what}")
@@ -107,6 +119,21 @@ fn gib(bytes: Option<u64>) -> String {
     })
 }
 
+/// The table's device-memory column and header line: only where the report has readings (CUDA).
+fn device_memory_line(report: &BenchReport) -> Option<String> {
+    let total = report.device_total_bytes?;
+    Some(format!(
+        "device memory: {} GiB total, {} GiB in use after load (CUDA context included){}",
+        gib(Some(total)),
+        gib(report.loaded_device_bytes),
+        match report.tf32 {
+            Some(true) => "; f32 matmuls in TF32",
+            Some(false) => "; f32 matmuls in full f32 (no TF32)",
+            None => "",
+        }
+    ))
+}
+
 fn print_table(report: &BenchReport) {
     println!(
         "pigment bench · {} · {} · VAE tiling {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
@@ -119,17 +146,25 @@ fn print_table(report: &BenchReport) {
         report.load_s,
         gib(report.loaded_rss_bytes)
     );
-    println!(
+    let device_line = device_memory_line(report);
+    if let Some(line) = &device_line {
+        println!("{line}; warm-up runs per component: {}", report.warmup);
+    }
+    print!(
         "{:<22} {:>6} {:>5} {:>10} {:>10} {:>9} {:>13}",
         "component", "size", "batch", "median s", "GFLOP", "GFLOP/s", "peak RSS GiB"
     );
+    if device_line.is_some() {
+        print!(" {:>13}", "peak GPU GiB");
+    }
+    println!();
     for r in &report.rows {
         let size = if r.size == 0 {
             "-".into()
         } else {
             r.size.to_string()
         };
-        println!(
+        print!(
             "{:<22} {:>6} {:>5} {:>10.3} {:>10.2} {:>9.1} {:>13}",
             r.component,
             size,
@@ -139,5 +174,9 @@ fn print_table(report: &BenchReport) {
             r.gflops_per_s,
             gib(r.peak_rss_bytes)
         );
+        if device_line.is_some() {
+            print!(" {:>13}", gib(r.peak_device_bytes));
+        }
+        println!();
     }
 }

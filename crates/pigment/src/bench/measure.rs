@@ -1,9 +1,11 @@
-//! Wall-clock medians and the process's peak resident memory (Linux /proc).
+//! Wall-clock medians, the process's peak resident memory (Linux /proc) and, on CUDA, the
+//! device memory in use ([`super::device_memory`]).
 
 use std::time::Instant;
 
 use candle_core::Device;
 
+use super::device_memory::PeakSampler;
 use crate::error::Result;
 
 /// A /proc/self/status field in kB ("VmHWM:  123 kB"), as bytes; None off Linux.
@@ -46,23 +48,48 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Runs `work` `repeats` times (results dropped at once), waiting for the device after each;
-/// returns each run's seconds and the peak RSS over all of them.
+/// What [`time_runs`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct Timed {
+    /// Seconds of each timed run (warm-up runs left out).
+    pub runs: Vec<f64>,
+    /// Peak RSS over the timed runs (None where VmHWM cannot be reset).
+    pub peak_rss: Option<u64>,
+    /// Peak device memory in use over the timed runs (CUDA only; see
+    /// [`super::device_memory`]).
+    pub peak_device: Option<u64>,
+}
+
+/// Runs `work` `warmup` times untimed (the first CUDA call of a kernel loads its module, and the
+/// allocator grows), then `repeats` times timed, results dropped at once. The device is waited
+/// for before each timer starts and before it is read, so on an asynchronous device (CUDA,
+/// Metal) each time covers the work itself and nothing queued before it.
 pub fn time_runs<T>(
     repeats: usize,
+    warmup: usize,
     device: &Device,
     mut work: impl FnMut() -> Result<T>,
-) -> Result<(Vec<f64>, Option<u64>)> {
+) -> Result<Timed> {
+    for _ in 0..warmup {
+        drop(work()?);
+    }
+    device.synchronize()?;
     let reset = reset_peak_rss();
+    let sampler = PeakSampler::start(device);
     let mut runs = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
+        device.synchronize()?;
         let start = Instant::now();
         let out = work()?;
         device.synchronize()?;
         runs.push(start.elapsed().as_secs_f64());
         drop(out);
     }
-    Ok((runs, if reset { peak_rss_bytes() } else { None }))
+    Ok(Timed {
+        runs,
+        peak_rss: if reset { peak_rss_bytes() } else { None },
+        peak_device: sampler.stop(),
+    })
 }
 
 #[cfg(test)]
@@ -74,6 +101,21 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn warm_up_runs_are_made_but_not_timed() -> Result<()> {
+        let mut calls = 0;
+        let timed = time_runs(3, 2, &Device::Cpu, || {
+            calls += 1;
+            Ok(calls)
+        })?;
+        assert_eq!(calls, 5);
+        assert_eq!(timed.runs.len(), 3);
+        assert!(timed.runs.iter().all(|&t| t >= 0.0));
+        // No device memory reading off CUDA.
+        assert_eq!(timed.peak_device, None);
+        Ok(())
     }
 
     #[test]

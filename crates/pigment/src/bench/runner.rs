@@ -4,8 +4,9 @@
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
+use super::device_memory::device_memory;
 use super::flops;
-use super::measure::{current_rss_bytes, median, time_runs};
+use super::measure::{current_rss_bytes, median, time_runs, Timed};
 use crate::error::{Error, Result};
 use crate::pipelines::{StableDiffusion, Txt2ImgRequest};
 use crate::rng::TorchGenerator;
@@ -27,6 +28,20 @@ pub struct BenchOptions {
     /// Run the whole generation once with [`StableDiffusion::txt2img_low_memory`] (the text
     /// encoder is freed after encoding, so this comes last and runs once).
     pub low_memory: bool,
+    /// Untimed runs of each component before its timed ones; None: one on a GPU (the first
+    /// call of each kernel loads it), none on the CPU. The whole generation is not warmed up:
+    /// it runs the components' kernels, already loaded by then.
+    pub warmup: Option<usize>,
+    /// CUDA, f32: let matrix products use TF32 (candle's `set_gemm_reduced_precision_f32`, a
+    /// process-wide switch that [`run_bench`] sets). Off by default, as PyTorch's matmuls.
+    pub tf32: bool,
+}
+
+impl BenchOptions {
+    /// The warm-up count for `device`: [`Self::warmup`], or its default.
+    pub fn warmup_for(&self, device: &candle_core::Device) -> usize {
+        self.warmup.unwrap_or(if device.is_cpu() { 0 } else { 1 })
+    }
 }
 
 impl Default for BenchOptions {
@@ -38,6 +53,8 @@ impl Default for BenchOptions {
             repeats: 3,
             full_repeats: 1,
             low_memory: false,
+            warmup: None,
+            tf32: false,
         }
     }
 }
@@ -58,6 +75,10 @@ pub struct BenchRow {
     pub gflops_per_s: f64,
     /// Peak RSS of the process while this component ran (weights included), in bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// CUDA only: peak device memory in use (total − free, sampled every millisecond; context
+    /// and weights included) while this component ran, in bytes. See bench/device_memory.rs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_device_bytes: Option<u64>,
 }
 
 /// A whole benchmark. Field names are shared with tools/bench/diffusers_bench.py.
@@ -75,17 +96,27 @@ pub struct BenchReport {
     pub load_s: f64,
     /// RSS after loading, before any forward pass.
     pub loaded_rss_bytes: Option<u64>,
+    /// Untimed runs of each component before the timed ones.
+    pub warmup: usize,
+    /// CUDA only: device memory in use after loading (context included), in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_device_bytes: Option<u64>,
+    /// CUDA only: the device's total memory, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_total_bytes: Option<u64>,
+    /// CUDA only: whether f32 matrix products may use TF32 (candle's
+    /// `set_gemm_reduced_precision_f32`; off unless `--tf32`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<bool>,
     pub rows: Vec<BenchRow>,
 }
 
-fn row(
-    component: &str,
-    size: usize,
-    batch: usize,
-    runs: Vec<f64>,
-    flops: f64,
-    peak: Option<u64>,
-) -> BenchRow {
+fn row(component: &str, size: usize, batch: usize, timed: Timed, flops: f64) -> BenchRow {
+    let Timed {
+        runs,
+        peak_rss,
+        peak_device,
+    } = timed;
     let median_s = median(&runs);
     BenchRow {
         component: component.into(),
@@ -99,7 +130,8 @@ fn row(
         runs_s: runs,
         median_s,
         flops,
-        peak_rss_bytes: peak,
+        peak_rss_bytes: peak_rss,
+        peak_device_bytes: peak_device,
     }
 }
 
@@ -127,7 +159,13 @@ pub fn run_bench(
     }
     let device = &model.device.clone();
     let repeats = options.repeats.max(1);
+    let warmup = options.warmup_for(device);
+    if device.is_cuda() {
+        candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
+    }
+    device.synchronize()?;
     let loaded_rss_bytes = current_rss_bytes();
+    let device_memory_now = device_memory(device);
     let mut rows = Vec::new();
 
     // Text encoder: one prompt of the model's full context length, as encode_prompt runs it.
@@ -137,9 +175,9 @@ pub fn run_bench(
         .tokenizer
         .encode_padded("a photograph of an astronaut riding a horse", seq)?;
     let ids = Tensor::from_vec(ids, (1, seq), device)?;
-    let (runs, peak) = time_runs(repeats, device, || model.text_encoder.forward(&ids))?;
+    let timed = time_runs(repeats, warmup, device, || model.text_encoder.forward(&ids))?;
     let text_flops = flops::text_encoder(&model.text_config, 1, seq);
-    rows.push(row("text_encoder", 0, 1, runs, text_flops, peak));
+    rows.push(row("text_encoder", 0, 1, timed, text_flops));
 
     let mut rng = TorchGenerator::new(0);
     let hidden = model.text_encoder.hidden_size();
@@ -153,19 +191,19 @@ pub fn run_bench(
         let sample = rng
             .randn_tensor(&[2, unet_cfg.in_channels, side, side], device)?
             .to_dtype(model.dtype)?;
-        let (runs, peak) = time_runs(repeats, device, || {
+        let timed = time_runs(repeats, warmup, device, || {
             model.unet.forward(&sample, 500.0, &context)
         })?;
         let f = flops::unet(&unet_cfg, 2, side, side, seq)?;
-        rows.push(row("unet", size, 2, runs, f, peak));
+        rows.push(row("unet", size, 2, timed, f));
 
         progress(&format!("VAE decode at {size}x{size}"));
         let latents = rng
             .randn_tensor(&[1, latent_channels, side, side], device)?
             .to_dtype(model.dtype)?;
-        let (runs, peak) = time_runs(repeats, device, || model.vae.decode(&latents))?;
+        let timed = time_runs(repeats, warmup, device, || model.vae.decode(&latents))?;
         let f = flops::vae_decode(model.vae.config(), 1, side, side);
-        rows.push(row("vae_decode", size, 1, runs, f, peak));
+        rows.push(row("vae_decode", size, 1, timed, f));
     }
 
     if !options.skip_full && options.steps > 0 {
@@ -183,12 +221,12 @@ pub fn run_bench(
             height: size,
             ..Txt2ImgRequest::default()
         };
-        let (runs, peak) = if options.low_memory {
-            time_runs(1, device, || {
+        let timed = if options.low_memory {
+            time_runs(1, 0, device, || {
                 model.txt2img_low_memory(&request, &mut |_, _| {})
             })?
         } else {
-            time_runs(options.full_repeats.max(1), device, || {
+            time_runs(options.full_repeats.max(1), 0, device, || {
                 model.txt2img(&request, &mut |_, _| {})
             })?
         };
@@ -201,7 +239,7 @@ pub fn run_bench(
         } else {
             "generation"
         };
-        rows.push(row(name, size, 1, runs, f, peak));
+        rows.push(row(name, size, 1, timed, f));
     }
 
     Ok(BenchReport {
@@ -214,6 +252,11 @@ pub fn run_bench(
         vae_tiling: format!("{:?}", model.vae.tiling()).to_lowercase(),
         load_s: model.load_time.as_secs_f64(),
         loaded_rss_bytes,
+        warmup,
+        loaded_device_bytes: device_memory_now.map(|(used, _)| used),
+        device_total_bytes: device_memory_now.map(|(_, total)| total),
+        tf32: (model.device.is_cuda() && model.dtype == DType::F32)
+            .then(candle_core::cuda::gemm_reduced_precision_f32),
         rows,
     })
 }
