@@ -265,16 +265,18 @@ def main():
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     device = torch.device(args.device)
-    gpu = Gpu(device)
     if device.type == "cpu" and args.dtype != "f32":
         sys.exit(f"--dtype {args.dtype}: on the CPU this script measures f32 only; use --device cuda")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             sys.exit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU")
+        if device.index is None:  # torch.cuda.set_device and friends want an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         set_tf32(args.tf32)
     elif args.tf32:
         sys.exit("--tf32 applies to CUDA devices only")
+    gpu = Gpu(device)
     dtype = DTYPES[args.dtype]
     warmup = args.warmup if args.warmup is not None else (1 if gpu.cuda else 0)
 
