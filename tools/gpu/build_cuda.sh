@@ -10,6 +10,8 @@
 # CARGO_TARGET_DIR defaults to ../target-cuda (kept apart from the shared target/).
 # The binary is built without the `embedded-model` feature (~16 MB smaller): run it with
 # `--model models/builtin` or from the repository root.
+# FROM_HEAD=1 builds the last commit (a `git archive` of HEAD in $CUDA_SDK/src) instead of the
+# working tree: for a checkout where others' unfinished edits do not compile.
 set -euo pipefail
 
 repo=$(git rev-parse --show-toplevel)
@@ -57,8 +59,15 @@ export CUDA_HOME=$cuda_home CUDA_PATH=$cuda_home CUDA_ROOT=$cuda_home
 export NVCC=$cuda_home/bin/nvcc PATH=$cuda_home/bin:$PATH
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export LIBRARY_PATH=$lib:$lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
+src=$repo
+if [ "${FROM_HEAD:-0}" = 1 ]; then
+    src=$CUDA_SDK/src
+    rm -rf "$src" && mkdir -p "$src"
+    git archive HEAD | tar -x -C "$src"
+    echo "== building HEAD $(git rev-parse --short HEAD) from $src"
+fi
 echo "== cargo build (target dir $CARGO_TARGET_DIR, compute cap $CUDA_COMPUTE_CAP)"
-cargo build --release -p pigment-cli --no-default-features --features cuda
+(cd "$src" && cargo build --release -p pigment-cli --no-default-features --features cuda)
 
 # 4. Pack: stripped, xz-compressed, into the ignored folder .gpu/.
 bin=$CARGO_TARGET_DIR/release/pigment
