@@ -63,7 +63,8 @@ mod imp {
     }
 
     pub fn read(device: &Device) -> Option<(u64, u64)> {
-        used(&context(device)?)
+        let ctx = context(device)?;
+        used(&ctx)
     }
 
     pub struct Sampler {
