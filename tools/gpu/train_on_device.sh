@@ -63,6 +63,12 @@ main() {
     for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/lib64; do
         [ -e "$d/libcuda.so.1" ] && dirs="$dirs:$d"
     done
+    if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 ' && ! echo "$dirs" | grep -q nvidia/lib; then
+        # Not in the loader's cache nor the usual folders: look for the driver's library.
+        local found
+        found=$(timeout 20 find /usr /lib /lib64 /opt -name 'libcuda.so.1' 2>/dev/null | grep -v stubs | head -1)
+        [ -n "$found" ] && dirs="$dirs:$(dirname "$found")"
+    fi
     dirs=$(echo "$dirs" | tr ':' '\n' | awk 'NF && !seen[$0]++' | paste -sd: -)
     export LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
