@@ -2,7 +2,7 @@
 # The GPU rows of BENCHMARKS.md: Pigment (the CUDA binary tools/gpu/build_cuda.sh packed into
 # .gpu/pigment.xz) against diffusers on PyTorch, on the same GPU, same random-weight SD1.5
 # architecture and shapes (UNet batch 2 at 512 and 256, VAE decode, text encoder, one whole
-# 20-step generation at 512 per engine), once per dtype (f32 without TF32, then f16), through
+# 20-step generation at 512 per engine), once per dtype (f16, then f32 without TF32), through
 # tools/bench/side_by_side.py. Run from the repository root on the GPU machine, carrying
 # `.gpu` (the binary) and `.whl` (tools/gpu/wheels.sh: diffusers, which the machine lacks):
 #
@@ -10,7 +10,7 @@
 #
 # Env:     BENCH_SECONDS (default 200: the whole script ends within it; each dtype gets an equal
 #          share of what is left, each engine half of that, and an engine past its share is
-#          killed, its rows left empty), DTYPES ("f32 f16"), REPEATS (3), ARCH (sd15),
+#          killed, its rows left empty), DTYPES ("f16 f32"), REPEATS (3), ARCH (sd15),
 #          SIZES (512,256), STEPS (20), BENCH_COMMIT (the commit line; the device's copy of the
 #          tree has no git), OUT (default gpu-out); PIGMENT_BIN to use a binary already unpacked,
 #          PYTHON (python3); for a dry run of the script on a machine without a GPU:
@@ -22,7 +22,8 @@
 set -uo pipefail
 
 BENCH_SECONDS=${BENCH_SECONDS:-200}
-DTYPES=${DTYPES:-f32 f16}
+# f16 first: it is the faster run, and what it leaves over goes to the slower f32 run.
+DTYPES=${DTYPES:-f16 f32}
 REPEATS=${REPEATS:-3}
 ARCH=${ARCH:-sd15}
 SIZES=${SIZES:-512,256}
