@@ -149,6 +149,29 @@ print(f"{step:.6f} {startup:.1f}")
 PY
     ) || die "cannot read the timing run's loss log"
     [ -n "${step_time:-}" ] || die "no step time measured"
+
+    # 5b. Parity: 3 steps of batch 8 on the CPU and on $DEVICE from the same seed must log the
+    #     same losses up to TF32 rounding (step 1 checks the forward pass, steps 2-3 the
+    #     gradients and the update).
+    if [ "$DEVICE" != cpu ]; then
+        local dev
+        for dev in cpu "$DEVICE"; do
+            rm -rf "/tmp/pigment-parity-$dev" && mkdir -p "/tmp/pigment-parity-$dev"
+            cp -r "$work/clip" "$work/vae" "/tmp/pigment-parity-$dev/"
+            "$PIGMENT" train unet --device "$dev" --work "/tmp/pigment-parity-$dev" --steps 3 \
+                --batch 8 --lr "$LR" --seed "$SEED" --checkpoint-every 0 >/dev/null 2>&1 ||
+                echo "WARNING: parity run on $dev failed"
+        done
+        "$py" - "/tmp/pigment-parity-cpu/unet/loss.jsonl" "/tmp/pigment-parity-$DEVICE/unet/loss.jsonl" <<'PY' ||
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(p) if l.strip()] for p in sys.argv[1:3])
+assert len(a) == len(b) == 3, f"steps logged: cpu {len(a)}, gpu {len(b)}"
+worst = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
+print("parity losses cpu", [round(x, 6) for x in a], "gpu", [round(y, 6) for y in b], f"max rel diff {worst:.2e}")
+sys.exit(0 if worst < 1e-2 else 1)
+PY
+            echo "WARNING: ********** CPU and GPU training losses differ (see above) **********"
+    fi
     local left=$((finish_by - SECONDS - 25)) # 25 s: export, sample, packing
     local budget=$TRAIN_SECONDS
     [ "$left" -lt "$budget" ] && budget=$left
