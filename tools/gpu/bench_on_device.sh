@@ -76,10 +76,10 @@ PY
         pigment=$PIGMENT_BIN
     else
         [ -f .gpu/pigment.xz ] || die ".gpu/pigment.xz is missing: run tools/gpu/build_cuda.sh and carry .gpu"
-        mkdir -p /tmp/pigment-gpu
-        xz -dc .gpu/pigment.xz >/tmp/pigment-gpu/pigment || die "cannot unpack .gpu/pigment.xz"
-        chmod +x /tmp/pigment-gpu/pigment
-        pigment=/tmp/pigment-gpu/pigment
+        mkdir -p /tmp/pigment-bench
+        xz -dc .gpu/pigment.xz >/tmp/pigment-bench/pigment || die "cannot unpack .gpu/pigment.xz"
+        chmod +x /tmp/pigment-bench/pigment
+        pigment=/tmp/pigment-bench/pigment
     fi
 
     # 3. Shared libraries, found as tools/gpu/train_on_device.sh finds them: cuBLAS, cuRAND,
