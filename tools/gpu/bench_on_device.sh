@@ -20,6 +20,8 @@
 #          `python tools/bench/side_by_side.py --merge BENCHMARKS-gpu.md` at home), BENCHMARKS.md
 #          (the device copy's whole file, CPU table kept), bench.log (everything printed).
 set -uo pipefail
+# shellcheck source=tools/gpu/cuda_libs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cuda_libs.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-200}
 # f16 first: it is the faster run, and what it leaves over goes to the slower f32 run.
@@ -85,18 +87,8 @@ PY
     # 3. Shared libraries, found as tools/gpu/train_on_device.sh finds them: cuBLAS, cuRAND,
     #    NVRTC and the CUDA runtime from the Python environment's nvidia-* wheels; libcuda.so.1
     #    from the driver.
-    local dirs="" d lib
-    for d in $("$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null) /opt/torch; do
-        [ -d "$d" ] || continue
-        while IFS= read -r lib; do
-            dirs="$dirs:$(dirname "$lib")"
-        done < <(find "$d" \( -name 'libcublas.so.*' -o -name 'libcublasLt.so.*' -o -name 'libcurand.so.*' \
-            -o -name 'libnvrtc.so.*' -o -name 'libcudart.so.*' \) 2>/dev/null)
-    done
-    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/lib64; do
-        [ -e "$d/libcuda.so.1" ] && dirs="$dirs:$d"
-    done
-    dirs=$(echo "$dirs" | tr ':' '\n' | awk 'NF && !seen[$0]++' | paste -sd: -)
+    local dirs
+    dirs=$(cuda_library_path "$py")
     export LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     ldd "$pigment" | grep -E 'cuda|cublas|curand|nvrtc|not found'

@@ -15,6 +15,8 @@
 # The script ends within TRAIN_SECONDS + 150 s: training is sized from a measured step time
 # and time-boxed; if it must be stopped, the newest checkpoint is exported instead.
 set -uo pipefail
+# shellcheck source=tools/gpu/cuda_libs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cuda_libs.sh"
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 BATCH=${BATCH:-128}
@@ -51,25 +53,9 @@ main() {
 
     # 2. Shared libraries: cuBLAS, cuRAND, NVRTC and the CUDA runtime from the Python
     #    environment's nvidia-* wheels; libcuda.so.1 from the driver.
-    local py=python3 dirs="" d
+    local py=python3 dirs
     command -v "$py" >/dev/null || die "no python3 on PATH"
-    for d in $("$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null) /opt/torch; do
-        [ -d "$d" ] || continue
-        while IFS= read -r lib; do
-            dirs="$dirs:$(dirname "$lib")"
-        done < <(find "$d" \( -name 'libcublas.so.*' -o -name 'libcublasLt.so.*' -o -name 'libcurand.so.*' \
-            -o -name 'libnvrtc.so.*' -o -name 'libcudart.so.*' \) 2>/dev/null)
-    done
-    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/lib64; do
-        [ -e "$d/libcuda.so.1" ] && dirs="$dirs:$d"
-    done
-    if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 ' && ! echo "$dirs" | grep -q nvidia/lib; then
-        # Not in the loader's cache nor the usual folders: look for the driver's library.
-        local found
-        found=$(timeout 20 find /usr /lib /lib64 /opt -name 'libcuda.so.1' 2>/dev/null | grep -v stubs | head -1)
-        [ -n "$found" ] && dirs="$dirs:$(dirname "$found")"
-    fi
-    dirs=$(echo "$dirs" | tr ':' '\n' | awk 'NF && !seen[$0]++' | paste -sd: -)
+    dirs=$(cuda_library_path "$py")
     export LD_LIBRARY_PATH=$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     echo "== shared libraries of the binary:"

@@ -16,20 +16,35 @@ pub const BUILTIN_MODEL_DIR: &str = "models/builtin";
 /// The name the built-in model is known by (PNG metadata, `info`).
 pub const BUILTIN_MODEL_NAME: &str = "pigment-builtin";
 
-/// Every file of the built-in model, relative to its folder (the same list `FILES` embeds).
+/// Calls `$then!` with every file of the built-in model, relative to its folder: the one list
+/// both the embedded copy and the on-disk check use.
+macro_rules! with_builtin_files {
+    ($then:ident) => {
+        $then!(
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "text_encoder/model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "clip/config.json",
+            "clip/model.safetensors",
+        )
+    };
+}
+
 #[cfg(not(feature = "embedded-model"))]
-const FILE_NAMES: [&str; 10] = [
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "clip/config.json",
-    "clip/model.safetensors",
-];
+macro_rules! names {
+    ($($path:literal),* $(,)?) => {
+        &[$($path),*]
+    };
+}
+
+/// Every file of the built-in model, relative to its folder.
+#[cfg(not(feature = "embedded-model"))]
+const FILE_NAMES: &[&str] = with_builtin_files!(names);
 
 #[cfg(feature = "embedded-model")]
 macro_rules! embed {
@@ -40,18 +55,7 @@ macro_rules! embed {
 
 /// Every file of the built-in model, compiled in.
 #[cfg(feature = "embedded-model")]
-const FILES: &[(&str, &[u8])] = embed!(
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "clip/config.json",
-    "clip/model.safetensors",
-);
+const FILES: &[(&str, &[u8])] = with_builtin_files!(embed);
 
 /// The built-in model as a diffusers folder the ordinary loader opens.
 #[cfg(feature = "embedded-model")]
