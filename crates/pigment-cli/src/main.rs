@@ -7,6 +7,7 @@ mod edit;
 mod eval;
 mod generate;
 mod info;
+mod malloc_tuning;
 mod memory_args;
 mod outpaint_args;
 mod output;
@@ -45,6 +46,7 @@ enum Command {
 }
 
 fn main() {
+    malloc_tuning::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PIGMENT_LOG")
