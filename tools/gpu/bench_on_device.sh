@@ -20,8 +20,8 @@
 #          `python tools/bench/side_by_side.py --merge BENCHMARKS-gpu.md` at home), BENCHMARKS.md
 #          (the device copy's whole file, CPU table kept), bench.log (everything printed).
 set -uo pipefail
-# shellcheck source=tools/gpu/cuda_libs.sh
-. "$(dirname "${BASH_SOURCE[0]}")/cuda_libs.sh"
+# shellcheck source=tools/gpu/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BENCH_SECONDS=${BENCH_SECONDS:-200}
 # f16 first: it is the faster run, and what it leaves over goes to the slower f32 run.
@@ -33,11 +33,6 @@ STEPS=${STEPS:-20}
 OUT=${OUT:-$PWD/gpu-out}
 BENCH_DEVICE=${BENCH_DEVICE:-cuda}
 mkdir -p "$OUT"
-
-die() {
-    echo "FATAL: $*" >&2
-    exit 1
-}
 
 main() {
     local start=$SECONDS

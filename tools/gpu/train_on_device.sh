@@ -15,8 +15,8 @@
 # The script ends within TRAIN_SECONDS + 150 s: training is sized from a measured step time
 # and time-boxed; if it must be stopped, the newest checkpoint is exported instead.
 set -uo pipefail
-# shellcheck source=tools/gpu/cuda_libs.sh
-. "$(dirname "${BASH_SOURCE[0]}")/cuda_libs.sh"
+# shellcheck source=tools/gpu/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 BATCH=${BATCH:-128}
@@ -26,11 +26,6 @@ OUT=${OUT:-$PWD/gpu-out}
 VAE_DIR=${VAE_DIR:-.gpu/vae}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-
-die() {
-    echo "FATAL: $*" >&2
-    exit 1
-}
 
 main() {
     local start=$SECONDS

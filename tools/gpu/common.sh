@@ -1,4 +1,11 @@
-# Sourced by the GPU-machine scripts (train_on_device.sh, bench_on_device.sh):
+# Sourced by the GPU-machine scripts (train_on_device.sh, bench_on_device.sh).
+
+# die MESSAGE: print it as FATAL on stderr and stop the script.
+die() {
+    echo "FATAL: $*" >&2
+    exit 1
+}
+
 # cuda_library_path PYTHON prints the folders that hold the CUDA libraries a `--features cuda`
 # pigment links (cuBLAS, cuBLASLt, cuRAND, NVRTC and the runtime from the Python environment's
 # nvidia-* wheels; libcuda.so.1 from the driver), colon-separated, without repeats.
