@@ -11,8 +11,8 @@ pub struct MemoryArgs {
     /// enable_tiling): auto = only for images of 1024x1024 pixels or more, on, or off.
     #[arg(long, value_name = "auto|on|off", default_value = "auto")]
     pub vae_tiling: String,
-    /// Free the text encoder as soon as the prompt is encoded (plain txt2img; the same image
-    /// with a lower peak memory).
+    /// Free the text encoder as soon as the prompt is encoded and the UNet as soon as the
+    /// latents are denoised (plain txt2img; the same image with a lower peak memory).
     #[arg(long)]
     pub low_memory: bool,
 }
@@ -32,7 +32,7 @@ impl MemoryArgs {
     /// `--low-memory` where it has no effect: a note on stderr naming the mode that ignores it.
     pub fn warn_unused(&self, mode: &str) {
         if self.low_memory {
-            eprintln!("note: --low-memory frees the text encoder in plain txt2img only; {mode} runs without it");
+            eprintln!("note: --low-memory frees the text encoder and UNet in plain txt2img only; {mode} runs without it");
         }
     }
 }

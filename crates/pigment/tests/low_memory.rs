@@ -1,6 +1,6 @@
 //! Low-memory txt2img on tiny-sd1: the same image as txt2img (bit for bit: the same operations
-//! in the same order), and a released text encoder refuses to encode instead of giving wrong
-//! numbers.
+//! in the same order), and a released text encoder or UNet refuses to run instead of giving
+//! wrong numbers.
 
 mod common;
 
@@ -14,7 +14,7 @@ fn load() -> StableDiffusion {
 }
 
 #[test]
-fn low_memory_txt2img_matches_txt2img_and_frees_the_text_encoder() {
+fn low_memory_txt2img_matches_txt2img_and_frees_the_text_encoder_and_unet() {
     let request = Txt2ImgRequest {
         prompt: "a red circle".into(),
         negative_prompt: "blurry".into(),
@@ -40,4 +40,14 @@ fn low_memory_txt2img_matches_txt2img_and_frees_the_text_encoder() {
         again.is_err(),
         "a released text encoder must refuse to encode"
     );
+    let latents = low.latents.clone();
+    let context =
+        candle_core::Tensor::zeros((1, 77, 32), latents.dtype(), latents.device()).unwrap();
+    assert!(
+        model.unet.forward(&latents, 10.0, &context).is_err(),
+        "a released UNet must refuse to denoise"
+    );
+    // The VAE stays: the latents still decode to the same image.
+    let decoded = model.decode_latents(&low.latents).unwrap();
+    assert_eq!(max_abs_diff(&plain.decoded, &decoded), 0.0);
 }

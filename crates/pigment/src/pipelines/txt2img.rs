@@ -95,6 +95,13 @@ pub(crate) trait DenoiseHooks {
 }
 
 /// Plain txt2img / img2img: no extra channels, no blending.
+/// Denoised latents before the decode, with what [`Txt2ImgOutput`] reports about the loop.
+pub(crate) struct SampledLatents {
+    latents: Tensor,
+    evaluations: usize,
+    sampling_time: Duration,
+}
+
 pub(crate) struct NoHooks;
 
 impl DenoiseHooks for NoHooks {}
@@ -271,6 +278,20 @@ impl StableDiffusion {
         progress: Progress,
         hooks: &mut dyn DenoiseHooks,
     ) -> Result<Txt2ImgOutput> {
+        let sampled = self.sample_from_conditioning(req, context, start, progress, hooks)?;
+        self.decode_sampled(sampled)
+    }
+
+    /// The noise and the denoising loop of [`Self::txt2img_from_conditioning`], without the
+    /// decode (which low-memory mode runs after freeing the UNet).
+    pub(crate) fn sample_from_conditioning(
+        &self,
+        req: &Txt2ImgRequest,
+        context: &ScheduledConditioning,
+        start: Instant,
+        progress: Progress,
+        hooks: &mut dyn DenoiseHooks,
+    ) -> Result<SampledLatents> {
         let mut sampler = req.sampler(&self.scheduler_config)?;
 
         // Initial noise from the torch-compatible generator, one draw for the whole batch as
@@ -298,14 +319,22 @@ impl StableDiffusion {
             hooks,
         )?;
 
-        let sampling_time = start.elapsed();
-        let decode_start = Instant::now();
-        let decoded = self.decode_latents(&latents)?;
-        Ok(Txt2ImgOutput {
-            decoded,
+        Ok(SampledLatents {
             latents,
             evaluations,
-            sampling_time,
+            sampling_time: start.elapsed(),
+        })
+    }
+
+    /// The VAE decode that ends a txt2img run.
+    pub(crate) fn decode_sampled(&self, sampled: SampledLatents) -> Result<Txt2ImgOutput> {
+        let decode_start = Instant::now();
+        let decoded = self.decode_latents(&sampled.latents)?;
+        Ok(Txt2ImgOutput {
+            decoded,
+            latents: sampled.latents,
+            evaluations: sampled.evaluations,
+            sampling_time: sampled.sampling_time,
             decode_time: decode_start.elapsed(),
         })
     }
