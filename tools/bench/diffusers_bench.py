@@ -257,7 +257,7 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="f32", choices=sorted(DTYPES), help="f16 and bf16 on a GPU only")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed runs of each component first (default: 1 on a GPU, 0 on the CPU)")
+                   help="untimed runs of each component first (default 1: on the CPU too, oneDNN builds its kernels and the allocator grows on the first call)")
     p.add_argument("--tf32", action="store_true", help="GPU, f32: allow TF32 in matmuls and convolutions")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -278,7 +278,7 @@ def main():
         sys.exit("--tf32 applies to CUDA devices only")
     gpu = Gpu(device)
     dtype = DTYPES[args.dtype]
-    warmup = args.warmup if args.warmup is not None else (1 if gpu.cuda else 0)
+    warmup = args.warmup if args.warmup is not None else 1
 
     start = time.perf_counter()
     log(f"building {args.arch} with random weights ({args.dtype}) on {device}")

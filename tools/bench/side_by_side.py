@@ -322,7 +322,7 @@ def main():
     p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"], help="both engines' dtype")
     p.add_argument("--pigment-dtype", default=None, help="CPU: Pigment only in another dtype (f16)")
     p.add_argument("--tf32", action="store_true", help="GPU, f32: TF32 matmuls in both engines")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs per component (default 1 on a GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs per component (default 1)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds for both engines together; each gets its share and is killed past it")
     p.add_argument("--commit", default=None, help="the commit line, where the tree has no git")
@@ -414,7 +414,7 @@ Written by `tools/bench/side_by_side.py`; both engines ran one after the other i
 - diffusers {versions.get('diffusers', '?')}, torch {versions.get('torch', '?')}
 - Load / build: Pigment {pig['load_s']:.2f} s ({gib(pig['loaded_rss_bytes'])} GiB RSS after), diffusers {ref['load_s']:.2f} s ({gib(ref['loaded_rss_bytes'])} GiB)
 
-Medians of {pig['repeats']} runs ({args.full_repeats} for the whole generation). Time ratio below 1:
+Medians of {pig['repeats']} timed runs after {pig.get('warmup', '?')} untimed warm-up run(s) per component ({args.full_repeats} run for the whole generation, not warmed up). Time ratio below 1:
 Pigment is faster. GFLOP: convolutions, matmuls and attention products of the actual config,
 counted by crates/pigment/src/bench/flops.rs (the same count for both engines). Peak RSS: the
 process's VmHWM while the component ran, weights included, reset before each component. The

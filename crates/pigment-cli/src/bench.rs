@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pigment::bench::{run_bench, Arch, BenchOptions, BenchReport};
+use pigment::bench::{run_bench, Arch, BenchComponent, BenchOptions, BenchReport};
 use pigment::pipelines::{LoadOptions, StableDiffusion};
 
 #[derive(Args)]
@@ -39,17 +39,28 @@ pub struct BenchArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Run the whole generation once in low-memory mode (text encoder freed after encoding).
+    /// Run the whole generation once in low-memory mode (text encoder freed after encoding, UNet
+    /// before the VAE decode).
     #[arg(long)]
     pub low_memory: bool,
     /// VAE tiling for the decode rows and the generation: off (default, as diffusers), on, or
     /// auto (from 1024x1024 pixels).
     #[arg(long, value_name = "off|on|auto", default_value = "off")]
     pub vae_tiling: String,
-    /// Untimed runs of each component before the timed ones (default: 1 on a GPU, where the
-    /// first call of each kernel loads it; 0 on the CPU).
+    /// Untimed runs of each component before the timed ones (default 1: a first run loads GPU
+    /// kernels and grows the heap, which a sampling loop does not see after its first step).
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// Components to time, comma-separated: text_encoder, unet, vae_decode (default: all).
+    /// The whole generation is controlled by --skip-full.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "text_encoder,unet,vae_decode"
+    )]
+    pub components: Vec<String>,
+    #[command(flatten)]
+    pub weights: crate::weights_args::WeightsArgs,
     /// CUDA, f32: let matrix products use TF32 (off by default, as PyTorch's matmul default).
     #[arg(long)]
     pub tf32: bool,
@@ -71,6 +82,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.tf32 && !device.is_cuda() {
         anyhow::bail!("--tf32 applies to CUDA devices only: drop it, or add --device cuda");
     }
+    let components = args
+        .components
+        .iter()
+        .map(|name| name.parse::<BenchComponent>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let weights = args.weights.format()?;
     let mut model = match &args.model {
         Some(path) => {
             let options = LoadOptions {
@@ -78,7 +95,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 dtype,
                 ..LoadOptions::default()
             };
-            StableDiffusion::load(path, &options)
+            StableDiffusion::load_with_weights(path, &options, weights)
                 .with_context(|| format!("loading {}", path.display()))?
         }
         None => {
@@ -88,7 +105,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 arch.name(),
                 args.dtype
             );
-            arch.build_random(dtype, &device, args.seed)?
+            arch.build_random(dtype, &device, args.seed, weights)?
         }
     };
     model.vae.set_tiling(tiling);
@@ -100,11 +117,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         full_repeats: args.full_repeats,
         low_memory: args.low_memory,
         warmup: args.warmup,
+        components,
         tf32: args.tf32,
     };
-    let report = run_bench(&mut model, &options, &mut |what| {
+    let mut report = run_bench(&mut model, &options, &mut |what| {
         eprintln!("measuring {what}")
     })?;
+    if weights != pigment::ops::WeightFormat::Full {
+        report.weights = Some(weights.to_string());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -136,9 +157,13 @@ fn device_memory_line(report: &BenchReport) -> Option<String> {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "pigment bench · {} · {} · VAE tiling {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
+        "pigment bench · {} · {}{} · VAE tiling {} · {} · {} threads · median of {} · load {:.2} s · RSS after load {} GiB",
         report.model,
         report.dtype,
+        report
+            .weights
+            .as_ref()
+            .map_or(String::new(), |w| format!(" compute, {w} weights")),
         report.vae_tiling,
         report.device,
         report.threads,

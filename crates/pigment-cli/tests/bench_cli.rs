@@ -143,6 +143,49 @@ fn real_checkpoint_in_f16_without_the_full_generation() {
 }
 
 #[test]
+fn chosen_components_with_f16_weights_and_a_low_memory_generation() {
+    let r = report(&[
+        "bench",
+        "--arch",
+        "tiny",
+        "--sizes",
+        "64",
+        "--components",
+        "vae_decode",
+        "--weights",
+        "f16",
+        "--low-memory",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(r["weights"], "f16");
+    assert_eq!(r["warmup"], 1);
+    check_rows(
+        &r,
+        &[("vae_decode", 64, 1), ("generation_low_memory", 64, 1)],
+    );
+    // Without --weights the report names no packing.
+    let full = report(&[
+        "bench",
+        "--arch",
+        "tiny",
+        "--sizes",
+        "64",
+        "--components",
+        "unet",
+        "--skip-full",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert!(full.get("weights").is_none());
+    check_rows(&full, &[("unet", 64, 2)]);
+}
+
+#[test]
 fn bad_sizes_and_arch_are_refused_with_the_fix() {
     let out = pigment(&["bench", "--arch", "tiny", "--sizes", "60"]);
     assert!(!out.status.success());
@@ -154,4 +197,11 @@ fn bad_sizes_and_arch_are_refused_with_the_fix() {
     let out = pigment(&["bench", "--arch", "sd3"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("use sd15, sd21 or tiny"));
+    let out = pigment(&["bench", "--arch", "tiny", "--components", "vae"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown component `vae`") && err.contains("vae_decode"),
+        "{err}"
+    );
 }

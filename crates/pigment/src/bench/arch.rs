@@ -7,6 +7,7 @@ use candle_core::{DType, Device};
 
 use super::random_weights::RandomWeights;
 use crate::error::{Error, Result};
+use crate::ops::{WeightFormat, WeightFormatScope};
 use crate::pipelines::StableDiffusion;
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
@@ -131,8 +132,16 @@ impl Arch {
         }
     }
 
-    /// The whole model with random weights (see [`RandomWeights`]) in `dtype` on `device`.
-    pub fn build_random(self, dtype: DType, device: &Device, seed: u64) -> Result<StableDiffusion> {
+    /// The whole model with random weights (see [`RandomWeights`]) in `dtype` on `device`; the
+    /// text encoder's and UNet's linear and convolution weights held in `weights` (as
+    /// [`StableDiffusion::load_with_weights`] holds a checkpoint's; the VAE keeps `dtype`).
+    pub fn build_random(
+        self,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+        weights: WeightFormat,
+    ) -> Result<StableDiffusion> {
         if device.is_cpu() && dtype == DType::BF16 {
             return Err(Error::invalid(
                 "--dtype bf16: the CPU backend has no bf16 matrix multiply; use f32 or f16 on the \
@@ -146,10 +155,14 @@ impl Arch {
             Family::Sd1 => ClipTokenizer::embedded()?,
             Family::Sd2 => ClipTokenizer::embedded()?.with_pad_id(0),
         };
+        let packing = WeightFormatScope::enter(weights);
+        let text_encoder = ClipTextModel::new(vb(1), &c.text)?;
+        let unet = UNet2DConditionModel::new(vb(2), &c.unet)?;
+        drop(packing);
         Ok(StableDiffusion {
             tokenizer,
-            text_encoder: ClipTextModel::new(vb(1), &c.text)?,
-            unet: UNet2DConditionModel::new(vb(2), &c.unet)?,
+            text_encoder,
+            unet,
             vae: AutoencoderKL::new(vb(3), &c.vae)?,
             scheduler_config: c.scheduler,
             text_config: c.text,

@@ -13,4 +13,4 @@ mod runner;
 
 pub use arch::{Arch, ArchConfigs};
 pub use random_weights::RandomWeights;
-pub use runner::{run_bench, BenchOptions, BenchReport, BenchRow};
+pub use runner::{run_bench, BenchComponent, BenchOptions, BenchReport, BenchRow};

@@ -26,21 +26,66 @@ pub struct BenchOptions {
     /// Runs of the whole generation (it is long; default 1).
     pub full_repeats: usize,
     /// Run the whole generation once with [`StableDiffusion::txt2img_low_memory`] (the text
-    /// encoder is freed after encoding, so this comes last and runs once).
+    /// encoder is freed after encoding and the UNet before the decode, so this comes last and
+    /// runs once).
     pub low_memory: bool,
-    /// Untimed runs of each component before its timed ones; None: one on a GPU (the first
-    /// call of each kernel loads it), none on the CPU. The whole generation is not warmed up:
-    /// it runs the components' kernels, already loaded by then.
+    /// Untimed runs of each component before the timed ones; None: one. On a GPU the first
+    /// call of each kernel loads it; on the CPU the first call grows the heap (and PyTorch's
+    /// oneDNN builds its kernels), so an unwarmed first run is not what a sampling loop sees.
+    /// The whole generation is not warmed up: it runs the components' kernels, warm by then.
     pub warmup: Option<usize>,
+    /// Which components to time (all by default); the whole generation is [`Self::skip_full`].
+    pub components: Vec<BenchComponent>,
     /// CUDA, f32: let matrix products use TF32 (candle's `set_gemm_reduced_precision_f32`, a
     /// process-wide switch that [`run_bench`] sets). Off by default, as PyTorch's matmuls.
     pub tf32: bool,
 }
 
 impl BenchOptions {
-    /// The warm-up count for `device`: [`Self::warmup`], or its default.
-    pub fn warmup_for(&self, device: &candle_core::Device) -> usize {
-        self.warmup.unwrap_or(if device.is_cpu() { 0 } else { 1 })
+    /// The warm-up count: [`Self::warmup`], or its default (one run).
+    pub fn warmup_runs(&self) -> usize {
+        self.warmup.unwrap_or(1)
+    }
+
+    fn times(&self, component: BenchComponent) -> bool {
+        self.components.contains(&component)
+    }
+}
+
+/// A component `pigment bench` can time on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchComponent {
+    TextEncoder,
+    Unet,
+    VaeDecode,
+}
+
+impl BenchComponent {
+    pub const ALL: [BenchComponent; 3] = [Self::TextEncoder, Self::Unet, Self::VaeDecode];
+
+    /// The row name, shared with tools/bench/diffusers_bench.py.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TextEncoder => "text_encoder",
+            Self::Unet => "unet",
+            Self::VaeDecode => "vae_decode",
+        }
+    }
+}
+
+impl std::str::FromStr for BenchComponent {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown component `{name}`: use text_encoder, unet or vae_decode \
+                     (the whole generation is on unless --skip-full)"
+                ))
+            })
     }
 }
 
@@ -54,6 +99,7 @@ impl Default for BenchOptions {
             full_repeats: 1,
             low_memory: false,
             warmup: None,
+            components: BenchComponent::ALL.to_vec(),
             tf32: false,
         }
     }
@@ -108,6 +154,10 @@ pub struct BenchReport {
     /// `set_gemm_reduced_precision_f32`; off unless `--tf32`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tf32: Option<bool>,
+    /// How the text encoder's and UNet's weights are held when not as `dtype` (`f16`, `q8`:
+    /// packed, widened in each forward); set by the caller that built the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     pub rows: Vec<BenchRow>,
 }
 
@@ -159,7 +209,7 @@ pub fn run_bench(
     }
     let device = &model.device.clone();
     let repeats = options.repeats.max(1);
-    let warmup = options.warmup_for(device);
+    let warmup = options.warmup_runs();
     if device.is_cuda() {
         candle_core::cuda::set_gemm_reduced_precision_f32(options.tf32);
     }
@@ -170,14 +220,16 @@ pub fn run_bench(
 
     // Text encoder: one prompt of the model's full context length, as encode_prompt runs it.
     let seq = model.text_config.max_position_embeddings;
-    progress("text encoder");
-    let ids = model
-        .tokenizer
-        .encode_padded("a photograph of an astronaut riding a horse", seq)?;
-    let ids = Tensor::from_vec(ids, (1, seq), device)?;
-    let timed = time_runs(repeats, warmup, device, || model.text_encoder.forward(&ids))?;
     let text_flops = flops::text_encoder(&model.text_config, 1, seq);
-    rows.push(row("text_encoder", 0, 1, timed, text_flops));
+    if options.times(BenchComponent::TextEncoder) {
+        progress("text encoder");
+        let ids = model
+            .tokenizer
+            .encode_padded("a photograph of an astronaut riding a horse", seq)?;
+        let ids = Tensor::from_vec(ids, (1, seq), device)?;
+        let timed = time_runs(repeats, warmup, device, || model.text_encoder.forward(&ids))?;
+        rows.push(row("text_encoder", 0, 1, timed, text_flops));
+    }
 
     let mut rng = TorchGenerator::new(0);
     let hidden = model.text_encoder.hidden_size();
@@ -187,23 +239,26 @@ pub fn run_bench(
     let latent_channels = model.vae.config().latent_channels;
     for &size in &options.sizes {
         let side = size / factor;
-        progress(&format!("UNet at {size}x{size}, batch 2"));
-        let sample = rng
-            .randn_tensor(&[2, unet_cfg.in_channels, side, side], device)?
-            .to_dtype(model.dtype)?;
-        let timed = time_runs(repeats, warmup, device, || {
-            model.unet.forward(&sample, 500.0, &context)
-        })?;
-        let f = flops::unet(&unet_cfg, 2, side, side, seq)?;
-        rows.push(row("unet", size, 2, timed, f));
-
-        progress(&format!("VAE decode at {size}x{size}"));
-        let latents = rng
-            .randn_tensor(&[1, latent_channels, side, side], device)?
-            .to_dtype(model.dtype)?;
-        let timed = time_runs(repeats, warmup, device, || model.vae.decode(&latents))?;
-        let f = flops::vae_decode(model.vae.config(), 1, side, side);
-        rows.push(row("vae_decode", size, 1, timed, f));
+        if options.times(BenchComponent::Unet) {
+            progress(&format!("UNet at {size}x{size}, batch 2"));
+            let sample = rng
+                .randn_tensor(&[2, unet_cfg.in_channels, side, side], device)?
+                .to_dtype(model.dtype)?;
+            let timed = time_runs(repeats, warmup, device, || {
+                model.unet.forward(&sample, 500.0, &context)
+            })?;
+            let f = flops::unet(&unet_cfg, 2, side, side, seq)?;
+            rows.push(row("unet", size, 2, timed, f));
+        }
+        if options.times(BenchComponent::VaeDecode) {
+            progress(&format!("VAE decode at {size}x{size}"));
+            let latents = rng
+                .randn_tensor(&[1, latent_channels, side, side], device)?
+                .to_dtype(model.dtype)?;
+            let timed = time_runs(repeats, warmup, device, || model.vae.decode(&latents))?;
+            let f = flops::vae_decode(model.vae.config(), 1, side, side);
+            rows.push(row("vae_decode", size, 1, timed, f));
+        }
     }
 
     if !options.skip_full && options.steps > 0 {
@@ -257,6 +312,7 @@ pub fn run_bench(
         device_total_bytes: device_memory_now.map(|(_, total)| total),
         tf32: (model.device.is_cuda() && model.dtype == DType::F32)
             .then(candle_core::cuda::gemm_reduced_precision_f32),
+        weights: None,
         rows,
     })
 }
