@@ -3,12 +3,16 @@
 //! in GFLOP/s = 2 * B * out * H' * W' * in * k * k / time. tools/bench/conv_bench.py times torch
 //! on the same shapes.
 //!
-//! cargo run -p pigment --example conv_bench [--fast-only]
+//! The pigment column is what `Conv2d` dispatches to (Winograd F(4x4, 3x3) or F(2x2, 3x3) for
+//! 3x3 stride-1 shapes, see ops/winograd.rs); the direct column is the implicit-GEMM kernel
+//! alone (Winograd off).
+//!
+//! cargo run --release -p pigment --example conv_bench [--fast-only] [--only LABEL-PART] [--reps N]
 
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
-use pigment::ops::{Conv2d, GroupNorm};
+use pigment::ops::{set_winograd_conv, Conv2d, GroupNorm};
 
 /// (label, batch, in, out, height, width, kernel, stride, padding)
 type Case = (
@@ -28,6 +32,8 @@ const SHAPES: &[Case] = &[
     ("unet 640@32 3x3", 2, 640, 640, 32, 32, 3, 1, 1),
     ("unet 1280@16 3x3", 2, 1280, 1280, 16, 16, 3, 1, 1),
     ("unet 1280@8 3x3", 2, 1280, 1280, 8, 8, 3, 1, 1),
+    // Batch 1 (no classifier-free guidance): where Winograd's tile count gets thin.
+    ("unet 1280@16 3x3 b1", 1, 1280, 1280, 16, 16, 3, 1, 1),
     ("unet 320@64 down s2", 2, 320, 320, 64, 64, 3, 2, 1),
     ("unet 640->320@64 1x1", 2, 640, 320, 64, 64, 1, 1, 0),
     ("vae 512@64 3x3", 1, 512, 512, 64, 64, 3, 1, 1),
@@ -52,15 +58,28 @@ fn best_time(
 }
 
 fn main() -> anyhow::Result<()> {
-    let fast_only = std::env::args().any(|a| a == "--fast-only");
+    let args: Vec<String> = std::env::args().collect();
+    let fast_only = args.iter().any(|a| a == "--fast-only");
+    // --only PART: just the shapes whose label contains PART (for profiling one shape).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    // --reps N: best of N timed runs (3 by default; more on a shared machine).
+    let reps: usize = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let dev = Device::Cpu;
     println!(
-        "threads {}; GFLOP/s, best of 3 (candle: best of 1)",
+        "threads {}; GFLOP/s, best of {reps} (candle: best of 1)",
         candle_core::utils::get_num_threads()
     );
     println!(
-        "{:24} {:>10} {:>8} {:>10} {:>8}",
-        "shape", "candle ms", "GFLOP/s", "pigment ms", "GFLOP/s"
+        "{:24} {:>10} {:>8} {:>10} {:>8} {:>10} {:>8}",
+        "shape", "candle ms", "GFLOP/s", "pigment ms", "GFLOP/s", "direct ms", "GFLOP/s"
     );
     // The machine's matmul speed right now (other processes share the cores): the ceiling.
     let a = Tensor::randn(0f32, 1.0, (320, 2880), &dev)?;
@@ -71,24 +90,37 @@ fn main() -> anyhow::Result<()> {
         2.0 * 320.0 * 2880.0 * 4096.0 / 1e9 / t
     );
     for &(label, b, cin, cout, h, w, k, s, p) in SHAPES {
+        if only
+            .as_ref()
+            .is_some_and(|part| !label.contains(part.as_str()))
+        {
+            continue;
+        }
         let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
         let weight = (Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)? * 0.02)?;
         let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
         let conv = Conv2d::new(weight, Some(bias), s, p)?;
         let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let gflop = 2.0 * (b * cout * oh * ow * cin * k * k) as f64 / 1e9;
-        let fast = best_time(3, || conv.forward(&x))?;
+        let fast = best_time(reps, || conv.forward(&x))?;
+        eprintln!();
+        set_winograd_conv(false);
+        let direct = best_time(reps, || conv.forward(&x));
+        set_winograd_conv(true);
+        let direct = direct?;
         let candle = if fast_only {
             f64::NAN
         } else {
             best_time(1, || conv.forward_reference(&x))?
         };
         println!(
-            "{label:24} {:10.1} {:8.1} {:10.1} {:8.1}",
+            "{label:24} {:10.1} {:8.1} {:10.1} {:8.1} {:10.1} {:8.1}",
             candle * 1e3,
             gflop / candle,
             fast * 1e3,
-            gflop / fast
+            gflop / fast,
+            direct * 1e3,
+            gflop / direct
         );
     }
     // GroupNorm(32) + SiLU, as in every resnet: (label, batch, channels, height, width).

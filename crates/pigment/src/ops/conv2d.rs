@@ -12,6 +12,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use super::conv_kernel::{conv2d_f32, ConvGeometry};
 use super::layer_adapter::{adapted, adapter_for, LayerAdapter, LayerGeometry};
 use super::packed_weight::PackedWeight;
+use super::winograd::{winograd_conv2d_f32, winograd_for};
 use crate::error::{Error, Result};
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
@@ -265,7 +266,11 @@ impl CustomOp2 for FastConv {
             padding: self.padding,
         };
         let (oh, ow) = g.output_size()?;
-        let y = conv2d_f32(x, weight, self.bias.as_deref(), &g)?;
+        // 3x3 stride 1 with enough tiles: Winograd (fewer multiplies, winograd.rs).
+        let y = match winograd_for(&g) {
+            Some(tile) => winograd_conv2d_f32(x, weight, self.bias.as_deref(), &g, tile)?,
+            None => conv2d_f32(x, weight, self.bias.as_deref(), &g)?,
+        };
         Ok((
             CpuStorage::F32(y),
             Shape::from((batch, self.out_channels, oh, ow)),

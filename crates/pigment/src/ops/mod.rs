@@ -13,6 +13,7 @@ pub mod layer_adapter;
 mod layer_norm;
 mod linear;
 pub mod packed_weight;
+mod winograd;
 
 pub use attention::{fused_attention, set_fast_attention, FusedAttention};
 pub use channel::{add_channel_bias, scale_channels};
@@ -21,3 +22,4 @@ pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use packed_weight::{WeightFormat, WeightFormatScope};
+pub use winograd::set_winograd_conv;
