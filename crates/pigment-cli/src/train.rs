@@ -45,6 +45,15 @@ pub struct TrainArgs {
     /// f32 matrix products then use TF32).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Start the stage from these weights (.safetensors of the same model config, any float
+    /// dtype: e.g. models/builtin/unet/diffusion_pytorch_model.safetensors) instead of a random
+    /// init, to fine-tune; ignored once the stage has a checkpoint to resume.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// UNet stage: min-SNR-gamma loss weighting (Hang et al. 2023); 0 turns it off (every
+    /// timestep weighted 1, DDPM's L_simple).
+    #[arg(long, default_value_t = recipe::DEFAULT_SNR_GAMMA)]
+    pub snr_gamma: f64,
     /// With `export`: the folder to write the model to.
     #[arg(long, default_value = "models/builtin")]
     pub out: PathBuf,
@@ -69,6 +78,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         device: pigment::device::parse_device(&args.device)?,
+        init_weights: args.init.clone(),
+        snr_gamma: (args.snr_gamma != 0.0).then_some(args.snr_gamma),
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(

@@ -16,8 +16,8 @@ use pigment::train::clip::{clip_loss, MAX_LOGIT_SCALE};
 use pigment::train::diffusion::{encode_latents, DiffusionObjective};
 use pigment::train::vae::{Reconstruction, VaeObjective};
 use pigment::train::{
-    clip_grad_norm, named_vars, read_log, seeded_var_builder, AdamW, AdamWConfig, LrSchedule,
-    Params, StepContext, StepRecord, Trainer, TrainerConfig,
+    clip_grad_norm, init_vars_from_file, named_vars, read_log, seeded_var_builder, AdamW,
+    AdamWConfig, LrSchedule, Params, StepContext, StepRecord, Trainer, TrainerConfig,
 };
 use pigment::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -370,6 +370,73 @@ fn resume_refuses_a_checkpoint_of_other_weights() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("other parameters"), "{err}");
+}
+
+#[test]
+fn fine_tuning_starts_from_the_given_weights_and_refuses_another_models() {
+    let dir = tempfile::tempdir().unwrap();
+    // A trained run's weights, saved in f16 as the built-in model ships them.
+    let run = DiffusionRun::new(3);
+    let mut trainer = run.trainer(dir.path(), 5);
+    trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
+    let trained = weights(trainer.params());
+    let f16: HashMap<String, Tensor> = trainer
+        .params()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().to_dtype(DType::F16).unwrap()))
+        .collect();
+    let file = dir.path().join("unet.safetensors");
+    candle_core::safetensors::save(&f16, &file).unwrap();
+
+    // A fresh model of another seed starts from those weights (to f16 precision) ...
+    let fine = DiffusionRun::new(4);
+    let before = weights(&named_vars(&fine.unet_vars).unwrap());
+    init_vars_from_file(&fine.unet_vars, &file).unwrap();
+    let after = weights(&named_vars(&fine.unet_vars).unwrap());
+    let mut moved = 0;
+    for (name, values) in &after {
+        let want = &trained[name];
+        let err = values
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+            .fold(0f32, f32::max);
+        // f16 keeps 11 significant bits: relative error <= 2^-11 (|w| >= 1e-3).
+        assert!(err <= 4.9e-4, "{name}: relative error {err}");
+        moved += usize::from(values != &before[name]);
+    }
+    assert!(moved > after.len() / 2, "only {moved} weights changed");
+    // ... and its loss on the same batch is the trained run's, not a fresh model's.
+    let probe = |r: &DiffusionRun| {
+        std::fs::create_dir_all(dir.path().join("probe")).unwrap();
+        let mut t = r.trainer(&dir.path().join("probe"), 1);
+        let loss = t.run(1, |ctx| r.loss(ctx)).unwrap()[0].loss;
+        std::fs::remove_dir_all(dir.path().join("probe")).unwrap();
+        loss
+    };
+    let fresh = probe(&DiffusionRun::new(4));
+    let (tuned, original) = (probe(&fine), probe(&run));
+    assert!(
+        (tuned - original).abs() < 0.05 * original && (tuned - fresh).abs() > 0.05 * fresh,
+        "fine-tuned start {tuned}, trained {original}, fresh {fresh}"
+    );
+
+    // Another model's file changes nothing and names the mismatch.
+    let other = VarMap::new();
+    candle_nn::linear(
+        2,
+        2,
+        seeded_var_builder(&other, 0, DType::F32, &DEV).pp("head"),
+    )
+    .unwrap();
+    let keep = weights(&named_vars(&other).unwrap());
+    let err = init_vars_from_file(&other, &file).unwrap_err().to_string();
+    assert!(err.contains("head.") && err.contains("missing"), "{err}");
+    assert_eq!(weights(&named_vars(&other).unwrap()), keep);
+    let err = init_vars_from_file(&other, &dir.path().join("none.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no such file"), "{err}");
 }
 
 // ---------------------------------------------------------------- VAE

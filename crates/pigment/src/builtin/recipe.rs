@@ -25,8 +25,8 @@ use crate::train::clip::{clip_loss, MAX_LOGIT_SCALE};
 use crate::train::diffusion::{encode_latents, DiffusionObjective};
 use crate::train::vae::{Reconstruction, VaeObjective};
 use crate::train::{
-    named_vars, seeded_var_builder, AdamWConfig, LrSchedule, ProgressFn, StepContext, Trainer,
-    TrainerConfig,
+    init_vars_from_file, named_vars, seeded_var_builder, AdamWConfig, LrSchedule, ProgressFn,
+    StepContext, Trainer, TrainerConfig,
 };
 use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -129,6 +129,29 @@ pub struct StageOptions {
     /// batches are rendered and tokenised on the CPU and moved there; on CUDA, f32 matrix
     /// products use TF32 (candle's reduced-precision f32 GEMM).
     pub device: Device,
+    /// Start from these weights (a .safetensors file of the stage's model, any float dtype,
+    /// e.g. the shipped f16 export) instead of a seeded random init: fine-tuning. Used when the
+    /// stage has no checkpoint yet; a checkpoint, once written, is what a rerun resumes.
+    pub init_weights: Option<PathBuf>,
+    /// The UNet stage's min-SNR-gamma loss weighting (None: plain L_simple, every timestep
+    /// weighted 1).
+    pub snr_gamma: Option<f64>,
+}
+
+/// What the recipe uses unless told otherwise: min-SNR-5 weighting (Hang et al. 2023).
+pub const DEFAULT_SNR_GAMMA: f64 = 5.0;
+
+/// The stage's trainer: fresh weights replaced by [`StageOptions::init_weights`] when given and
+/// no checkpoint exists yet (a checkpoint wins: it holds the run's own later weights).
+fn stage_trainer(vars: &VarMap, opts: &StageOptions, config: TrainerConfig) -> Result<Trainer> {
+    let has_checkpoint = config.checkpoint_dir.as_ref().is_some_and(|dir| {
+        dir.read_dir()
+            .is_ok_and(|mut entries| entries.next().is_some())
+    });
+    if let (Some(path), false) = (&opts.init_weights, has_checkpoint) {
+        init_vars_from_file(vars, path)?;
+    }
+    Trainer::new(named_vars(vars)?, config)
 }
 
 /// The stage names, in training order.
@@ -269,7 +292,7 @@ pub fn train_clip(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> 
     )?;
     let tokenizer = ClipTokenizer::embedded()?;
     let data = dataset()?;
-    let mut trainer = Trainer::new(named_vars(&vars)?, trainer_config(opts, "clip", None)?)?;
+    let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "clip", None)?)?;
     trainer.clamp_param("logit_scale", 0.0, MAX_LOGIT_SCALE)?;
     let weights = run_to_end(&mut trainer, progress, |ctx| {
         let (images, captions) = batch(&data, &ctx.indices, &device)?;
@@ -294,7 +317,7 @@ pub fn train_vae(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
     )?;
     let data = dataset()?;
     let objective = VaeObjective::new(Reconstruction::L1, 1e-6)?;
-    let mut trainer = Trainer::new(named_vars(&vars)?, trainer_config(opts, "vae", None)?)?;
+    let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "vae", None)?)?;
     let weights = run_to_end(&mut trainer, progress, |ctx| {
         let (images, _) = batch(&data, &ctx.indices, &device)?;
         let span = (IMAGE_SIZE as usize - VAE_CROP + 1) as u64;
@@ -357,11 +380,12 @@ pub fn train_unet(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> 
     )?;
     let tokenizer = ClipTokenizer::embedded()?;
     let data = dataset()?;
-    let objective = DiffusionObjective::new(&scheduler_config(), 0.1)?.with_snr_gamma(5.0)?;
-    let mut trainer = Trainer::new(
-        named_vars(&vars)?,
-        trainer_config(opts, "unet", Some(0.999))?,
-    )?;
+    let objective = DiffusionObjective::new(&scheduler_config(), 0.1)?;
+    let objective = match opts.snr_gamma {
+        Some(gamma) => objective.with_snr_gamma(gamma)?,
+        None => objective,
+    };
+    let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "unet", Some(0.999))?)?;
     let weights = run_to_end(&mut trainer, progress, |ctx| {
         let (images, captions) = batch(&data, &ctx.indices, &device)?;
         let latents = encode_latents(&vae, &images, ctx.rng)?;

@@ -4,9 +4,13 @@
 //! from an unseeded generator, so two runs would start from different weights; here the same
 //! seed gives the same model, whatever order the layers are built in.
 
+use std::path::Path;
+
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::error::{Error, Result};
 
 use super::prng::TrainRng;
 
@@ -29,6 +33,54 @@ pub fn seeded_var_builder(
         seed,
     };
     VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+}
+
+/// Fine-tuning's start: overwrite every variable of `vars` with the tensor of the same name in
+/// the safetensors file `path`, converted to the variable's dtype (so an f16 export can seed an
+/// f32 run). Every variable must be in the file with its shape, else nothing is changed and the
+/// error names the first mismatch: a different model's file is refused, never half-loaded.
+pub fn init_vars_from_file(vars: &VarMap, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "--init {}: no such file; give the .safetensors weights of this stage's model",
+            path.display()
+        )));
+    }
+    let loaded = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::invalid("the variable map's lock is poisoned"))?;
+    let mut problems = Vec::new();
+    for (name, var) in data.iter() {
+        match loaded.get(name) {
+            Some(t) if t.dims() == var.dims() => {}
+            Some(t) => problems.push(format!(
+                "{name} is {:?} in the file, {:?} in the model",
+                t.dims(),
+                var.dims()
+            )),
+            None => problems.push(format!("{name} is missing")),
+        }
+    }
+    problems.sort();
+    if let Some(first) = problems.first() {
+        return Err(Error::invalid(format!(
+            "--init {} does not fit this model: {} of its {} weights differ ({first}); give \
+             weights of the same config",
+            path.display(),
+            problems.len(),
+            data.len(),
+        )));
+    }
+    for (name, var) in data.iter() {
+        var.set(
+            &loaded[name]
+                .to_dtype(var.dtype())?
+                .to_device(var.device())?,
+        )?;
+    }
+    Ok(())
 }
 
 /// The initial values of variable `name` with `shape` under `init`, from `seed`.
