@@ -328,6 +328,8 @@ def main():
     p.add_argument("--commit", default=None, help="the commit line, where the tree has no git")
     p.add_argument("--out", default="BENCHMARKS.md")
     p.add_argument("--section-out", default=None, help="GPU: also merge this run's subsection into FILE")
+    p.add_argument("--memory", action="store_true",
+                   help="CPU: also run Pigment's memory rows (f16 weights: a low-memory 512 generation and a tiled 2048 decode)")
     p.add_argument("--merge", default=None, metavar="FILE",
                    help="copy the GPU subsections of FILE into --out; runs nothing")
     args = p.parse_args()
@@ -366,9 +368,10 @@ def main():
         try:
             pig = run_json(pig_cmd, env)
             ref = run_json(ref_cmd, env)
+            memory = memory_rows(args, env) if args.memory else []
         except EngineFailed as e:
             sys.exit(f"benchmark failed: {e}")
-        write_cpu(args.out, cpu_markdown(args, pig, ref, pig_cmd, ref_cmd))
+        write_cpu(args.out, cpu_markdown(args, pig, ref, pig_cmd, ref_cmd) + memory_markdown(memory, ref, pig))
         print(f"wrote {args.out}", file=sys.stderr)
         return
 
@@ -396,6 +399,56 @@ def main():
     print(section)
     if failures:
         sys.exit(1)
+
+
+def memory_commands(args):
+    """Pigment's memory rows: (what, target in GiB or None, command)."""
+    base = [args.pigment, "bench", "--arch", args.arch, "--weights", "f16", "--vae-tiling", "on",
+            "--repeats", "1", "--json"]
+    return [
+        (f"whole {args.steps}-step 512x512 generation, f16 weights, --low-memory", 3e9 / 2**30,
+         base + ["--sizes", "512", "--steps", str(args.steps), "--components", "text_encoder", "--low-memory"]),
+        ("2048x2048 VAE decode, tiled (UNet and text encoder held in f16 beside it)", 4e9 / 2**30,
+         base + ["--sizes", "2048", "--components", "vae_decode", "--skip-full", "--warmup", "0"]),
+    ]
+
+
+def memory_rows(args, env):
+    rows = []
+    for what, target, cmd in memory_commands(args):
+        report = run_json(cmd, env)
+        row = report["rows"][-1]
+        rows.append((what, target, report, row, cmd))
+    return rows
+
+
+def memory_markdown(rows, ref, pig):
+    if not rows:
+        return ""
+    lines = ["| run | seconds | RSS after build GiB | peak RSS GiB | target GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+    for what, target, report, row, _ in rows:
+        lines.append(f"| {what} | {row['median_s']:.1f} | {gib(report['loaded_rss_bytes'])} | "
+                     f"{gib(row['peak_rss_bytes'])} | < {target:.2f} |")
+    ref_peak = next((r.get("peak_rss_bytes") for r in ref["rows"] if r["component"] == "generation"), None)
+    f32_note = ""
+    if ref_peak:
+        f32_note = (f"\nFor scale: diffusers' whole f32 generation above peaked at {gib(ref_peak)} GiB; 60% of it is "
+                    f"{gib(0.6 * ref_peak)} GiB, while Pigment's RSS with the f32 weights built is {gib(pig['loaded_rss_bytes'])} GiB.\n")
+    cmds = "\n".join(show(cmd) for *_, cmd in rows)
+    return f"""
+## Memory (Pigment, f16 weights)
+
+Peak RSS (VmHWM, weights included) of the memory-saving modes: `--weights f16` holds the UNet's
+and text encoder's weights in f16 (widened per layer in each forward), `--low-memory` frees the
+text encoder after encoding and the UNet before the decode, `--vae-tiling on` decodes in tiles.
+Targets: issue 6 (3 GB, 4 GB), in GiB.
+
+{chr(10).join(lines)}
+{f32_note}
+```
+{cmds}
+```
+"""
 
 
 def cpu_markdown(args, pig, ref, pig_cmd, ref_cmd):
