@@ -103,7 +103,6 @@ fn main() -> anyhow::Result<()> {
         let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let gflop = 2.0 * (b * cout * oh * ow * cin * k * k) as f64 / 1e9;
         let fast = best_time(reps, || conv.forward(&x))?;
-        eprintln!();
         set_winograd_conv(false);
         let direct = best_time(reps, || conv.forward(&x));
         set_winograd_conv(true);

@@ -36,14 +36,15 @@ pub fn set_winograd_conv(enabled: bool) {
     WINOGRAD.store(enabled, Ordering::Relaxed);
 }
 
-/// Which tile sizes `Conv2d` may use (`PIGMENT_WINOGRAD`: `0`/`off` none, `f2` only
-/// F(2x2, 3x3), `f4` only F(4x4, 3x3); unset: both, by size, see [`winograd_for`]).
+/// Which tile sizes `Conv2d` uses (`PIGMENT_WINOGRAD`: `0`/`off` none, `f2` / `f4` that tile
+/// for every 3x3 stride-1 conv whatever its size (for checking a suspicion); unset: by size,
+/// see [`winograd_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Allowed {
     Off,
-    OnlyF2,
-    OnlyF4,
-    Both,
+    AlwaysF2,
+    AlwaysF4,
+    BySize,
 }
 
 fn allowed() -> Allowed {
@@ -55,9 +56,9 @@ fn allowed() -> Allowed {
             .as_str()
         {
             "0" | "off" | "false" => Allowed::Off,
-            "f2" | "2" => Allowed::OnlyF2,
-            "f4" | "4" => Allowed::OnlyF4,
-            _ => Allowed::Both,
+            "f2" | "2" => Allowed::AlwaysF2,
+            "f4" | "4" => Allowed::AlwaysF4,
+            _ => Allowed::BySize,
         }
     });
     if WINOGRAD.load(Ordering::Relaxed) {
@@ -83,12 +84,13 @@ pub(crate) fn winograd_for(g: &ConvGeometry) -> Option<WinogradTile> {
         let (oh, ow) = (g.height + 2 * g.padding, g.width + 2 * g.padding);
         g.batch * oh.saturating_sub(2).div_ceil(m) * ow.saturating_sub(2).div_ceil(m)
     };
-    let f4 = tiles(4) >= MIN_TILES;
-    let f2 = tiles(2) >= MIN_TILES;
     match allowed() {
-        Allowed::Both | Allowed::OnlyF4 if f4 => Some(WinogradTile::F4),
-        Allowed::Both | Allowed::OnlyF2 if f2 => Some(WinogradTile::F2),
-        _ => None,
+        Allowed::Off => None,
+        Allowed::AlwaysF2 => Some(WinogradTile::F2),
+        Allowed::AlwaysF4 => Some(WinogradTile::F4),
+        Allowed::BySize if tiles(4) >= MIN_TILES => Some(WinogradTile::F4),
+        Allowed::BySize if tiles(2) >= MIN_TILES => Some(WinogradTile::F2),
+        Allowed::BySize => None,
     }
 }
 
@@ -205,13 +207,14 @@ impl Kind for F4 {
 struct Blocking {
     /// Bytes the transformed input V of one block of tile rows may take.
     block_bytes: usize,
-    /// Bytes one task's transformed weights may take (sets the output channels per task).
-    weight_bytes: usize,
+    /// Bytes one task's transformed weights U, and its GEMM results M, may each take (sets the
+    /// output channels per task, and with `block_bytes` the tile rows per block).
+    task_bytes: usize,
 }
 
 impl Blocking {
-    /// 12 MB blocks and 6 MB weight chunks (`PIGMENT_WINOGRAD_BYTES` /
-    /// `PIGMENT_WINOGRAD_WBYTES` override them, for tuning).
+    /// 10 MB blocks and 5 MB task buffers: at most 10 MB + 2 * 5 MB per thread of temporaries
+    /// (`PIGMENT_WINOGRAD_BYTES` / `PIGMENT_WINOGRAD_TASK_BYTES` override them, for tuning).
     fn from_env() -> Self {
         let var = |name: &str, default: usize| {
             std::env::var(name)
@@ -221,8 +224,8 @@ impl Blocking {
                 .max(1)
         };
         Blocking {
-            block_bytes: var("PIGMENT_WINOGRAD_BYTES", 12 << 20),
-            weight_bytes: var("PIGMENT_WINOGRAD_WBYTES", 6 << 20),
+            block_bytes: var("PIGMENT_WINOGRAD_BYTES", 10 << 20),
+            task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 5 << 20),
         }
     }
 }
@@ -286,7 +289,7 @@ struct InputScratch {
     t: Vec<f32>,
     /// 4 phases of tiles_x + 1.
     phases: Vec<f32>,
-    /// 36 rows of tiles_x: the tile row's V before it is copied into place.
+    /// 2 spare rows of tiles_x (F(2x2) writes 4 of its 6 results).
     stage: Vec<f32>,
     /// A row of zeros for input rows outside the image.
     zeros: Vec<f32>,
@@ -297,7 +300,7 @@ impl InputScratch {
         InputScratch {
             t: vec![0.0; 6 * p.band],
             phases: vec![0.0; 4 * (p.tiles_x + 1)],
-            stage: vec![0.0; 36 * p.tiles_x],
+            stage: vec![0.0; 2 * p.tiles_x],
             zeros: vec![0.0; p.width],
         }
     }
@@ -357,14 +360,29 @@ fn input_row_generic<K: Kind>(
     // are at the same index of (up to) six contiguous rows; then B^T along the row.
     for r2 in 0..K::N {
         let t_row = &s.t[r2 * band..][..band];
-        let mut ph = rows::<4>(&mut s.phases, tx_n + 1);
-        for k in 0..tx_n + 1 {
-            for (c, phase) in ph.iter_mut().enumerate().take(K::M) {
-                phase[k] = t_row[k * K::M + c];
+        let [p0, p1, p2, p3] = rows::<4>(&mut s.phases, tx_n + 1);
+        let cols = t_row.chunks_exact(K::M);
+        if K::M == 4 {
+            for (c, (a, (b, (d, e)))) in cols.zip(
+                p0.iter_mut()
+                    .zip(p1.iter_mut().zip(p2.iter_mut().zip(p3.iter_mut()))),
+            ) {
+                (*a, *b, *d, *e) = (c[0], c[1], c[2], c[3]);
+            }
+        } else {
+            for (c, (a, b)) in cols.zip(p0.iter_mut().zip(p1.iter_mut())) {
+                (*a, *b) = (c[0], c[1]);
             }
         }
-        let mut out = rows::<6>(&mut s.stage[r2 * 6 * tx_n..], tx_n);
-        let [o0, o1, o2, o3, o4, o5] = &mut out;
+        let ph = [p0, p1, p2, p3];
+        // Straight into V where this row's n elements go (spare rows of `stage` past n).
+        let mut dst_rows = v[r2 * K::N..(r2 + 1) * K::N].iter_mut();
+        let mut spare = s.stage.chunks_exact_mut(tx_n);
+        let [o0, o1, o2, o3, o4, o5]: [&mut [f32]; 6] =
+            std::array::from_fn(|_| match dst_rows.next() {
+                Some(row) => &mut row[col0..col0 + tx_n],
+                None => spare.next().expect("stage holds the spare rows"),
+            });
         let (o0, o1, o2) = (&mut o0[..tx_n], &mut o1[..tx_n], &mut o2[..tx_n]);
         let (o3, o4, o5) = (&mut o3[..tx_n], &mut o4[..tx_n], &mut o5[..tx_n]);
         for tx in 0..tx_n {
@@ -375,10 +393,6 @@ fn input_row_generic<K: Kind>(
             o3[tx] = d[3];
             o4[tx] = d[4];
             o5[tx] = d[5];
-        }
-        for c2 in 0..K::N {
-            v[r2 * K::N + c2][col0..col0 + tx_n]
-                .copy_from_slice(&s.stage[(r2 * 6 + c2) * tx_n..][..tx_n]);
         }
     }
 }
@@ -645,13 +659,9 @@ fn run<K: Kind>(
     };
     let nn = K::N * K::N;
     let threads = candle_core::utils::get_num_threads().max(1);
-    // Blocks of whole tile rows (over the batch) whose V fits the budget.
-    let rows_total = g.batch * tiles_y;
-    let rows_max = (blocking.block_bytes / (nn * cin * tiles_x * 4)).max(1);
-    let row_blocks = even_ranges(rows_total, rows_total.div_ceil(rows_max));
-    // Output-channel chunks whose U fits the budget, a multiple of 16 (the GEMM kernel's row
-    // block) where possible, and at least one per thread.
-    let co_max = (blocking.weight_bytes / (nn * cin * 4)).max(1);
+    // Output-channel chunks whose U fits the task budget, a multiple of 16 (the GEMM kernel's
+    // row block) where possible, and at least one per thread.
+    let co_max = (blocking.task_bytes / (nn * cin * 4)).max(1);
     let per_chunk = cout.div_ceil(threads * cout.div_ceil(threads * co_max));
     let per_chunk = if per_chunk >= 16 {
         per_chunk / 16 * 16
@@ -662,6 +672,13 @@ fn run<K: Kind>(
         .step_by(per_chunk)
         .map(|c| c..(c + per_chunk).min(cout))
         .collect();
+    // Blocks of whole tile rows (over the batch) whose V (all input channels) fits the block
+    // budget and whose M (one chunk's GEMM results) the task budget.
+    let rows_total = g.batch * tiles_y;
+    let rows_max = (blocking.block_bytes / (nn * cin * tiles_x * 4))
+        .min(blocking.task_bytes / (nn * per_chunk * tiles_x * 4))
+        .max(1);
+    let row_blocks = even_ranges(rows_total, rows_total.div_ceil(rows_max));
     let in_groups = even_ranges(cin, threads * 4);
     // V for the largest block, allocated once (every element is written before it is read).
     let max_rows = row_blocks.iter().map(|r| r.len()).max().unwrap_or(0);
@@ -900,10 +917,10 @@ mod tests {
         let x = values(3 * 6 * 11 * 13, 7);
         let taps = pack_taps(&values(10 * 6 * 9, 8), 10, 6, 3);
         let bias = values(10, 9);
-        let run = |block_bytes, weight_bytes| {
+        let run = |block_bytes, task_bytes| {
             let blocking = Blocking {
                 block_bytes,
-                weight_bytes,
+                task_bytes,
             };
             winograd_with(&x, &taps, Some(&bias), &g, WinogradTile::F4, blocking).unwrap()
         };
