@@ -213,7 +213,7 @@ struct Blocking {
 }
 
 impl Blocking {
-    /// 10 MB blocks and 5 MB task buffers: at most 10 MB + 2 * 5 MB per thread of temporaries
+    /// 10 MB blocks and 6 MB task buffers: at most 10 MB + 2 * 6 MB per thread of temporaries
     /// (`PIGMENT_WINOGRAD_BYTES` / `PIGMENT_WINOGRAD_TASK_BYTES` override them, for tuning).
     fn from_env() -> Self {
         let var = |name: &str, default: usize| {
@@ -225,7 +225,7 @@ impl Blocking {
         };
         Blocking {
             block_bytes: var("PIGMENT_WINOGRAD_BYTES", 10 << 20),
-            task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 5 << 20),
+            task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 6 << 20),
         }
     }
 }
@@ -660,13 +660,16 @@ fn run<K: Kind>(
     let nn = K::N * K::N;
     let threads = candle_core::utils::get_num_threads().max(1);
     // Output-channel chunks whose U fits the task budget, a multiple of 16 (the GEMM kernel's
-    // row block) where possible, and at least one per thread.
+    // row block) where possible, sized so that the threads finish together: the size with the
+    // fewest rows on the busiest thread, the largest of equals.
     let co_max = (blocking.task_bytes / (nn * cin * 4)).max(1);
-    let per_chunk = cout.div_ceil(threads * cout.div_ceil(threads * co_max));
-    let per_chunk = if per_chunk >= 16 {
-        per_chunk / 16 * 16
+    let per_chunk = if co_max < 16 || cout < 16 {
+        co_max.min(cout)
     } else {
-        per_chunk
+        (1..=co_max.min(cout.next_multiple_of(16)) / 16)
+            .map(|k| 16 * k)
+            .min_by_key(|&per| (cout.div_ceil(per).div_ceil(threads) * per, usize::MAX - per))
+            .unwrap_or(16)
     };
     let chunks: Vec<Range<usize>> = (0..cout)
         .step_by(per_chunk)
