@@ -15,7 +15,9 @@
 //! picked at run time.
 //!
 //! Rounding: the F(4x4) transforms mix values with weights up to 5 (B) and 8 (A), so its f32
-//! result has a larger error than the direct sum's (measured in the tests below).
+//! result has a larger error than the direct sum's: on SD-like data ~11x the direct kernel's
+//! rms error (3e-6 of the output's rms) and 27-39x its max error; F(2x2) 1.4-1.7x (measured
+//! in the tests below). Every parity suite passes with either tile forced on every conv.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -796,6 +798,18 @@ mod tests {
             .collect()
     }
 
+    /// N(0, std^2) values (Box-Muller on [`values`]).
+    fn normal(len: usize, seed: u64, std: f32) -> Vec<f32> {
+        let u = values(2 * len, seed);
+        u.chunks_exact(2)
+            .map(|p| {
+                let (u1, u2) = ((p[0] + 1.0) * 0.5, (p[1] + 1.0) * 0.5);
+                let r = (-2.0 * (1.0 - u1 as f64).ln()).sqrt();
+                (r * (std::f64::consts::TAU * u2 as f64).cos()) as f32 * std
+            })
+            .collect()
+    }
+
     /// Straightforward f64 direct convolution (cross-correlation, as torch's conv2d):
     /// weight [out, in, 3, 3].
     fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f64> {
@@ -950,11 +964,12 @@ mod tests {
         assert!(winograd_conv2d_f32(&x, &taps, None, &g, WinogradTile::F4).is_err());
     }
 
-    /// Accuracy on SD-like data: unit-variance inputs, weights of variance 1/(9 in), 320
-    /// channels (`WG_C` to change), against f64; the direct f32 kernel's error is the
+    /// Accuracy on SD-like data: N(0, 1) inputs, weights N(0, 1/(9 in)), 320 channels at 20x20
+    /// (`WG_C` to change), against f64; the direct f32 kernel's error is the
     /// yardstick. Measured (64 / 320 / 1280 channels), max abs / rms error as multiples of the
-    /// direct kernel's: F(2x2) 2.0 / 1.6, 1.7 / 1.7, 1.7 / 1.6; F(4x4) 31 / 11, 30 / 11, 32 / 11.
-    /// The bounds below leave ~1.3x headroom over those. Prints the numbers
+    /// direct kernel's: F(2x2) 1.5 / 1.6, 1.4 / 1.7, 1.7 / 1.6; F(4x4) 27 / 11, 30 / 11, 39 / 11
+    /// (relative to the output: F(4x4) rms 1.5e-6 .. 3.7e-6, direct 1.4e-7 .. 3.3e-7). The
+    /// bounds below leave headroom over those. Prints the numbers
     /// (`cargo test -p pigment --lib winograd_error -- --nocapture`).
     #[test]
     fn winograd_error_against_direct() {
@@ -964,13 +979,8 @@ mod tests {
             .unwrap_or(320);
         let (b, hw) = (1, 20);
         let g = geometry(b, c, c, hw, hw, 1);
-        // Uniform [-1, 1) scaled to unit variance (sqrt 3).
-        let x: Vec<f32> = values(b * c * hw * hw, 11)
-            .iter()
-            .map(|v| v * 3f32.sqrt())
-            .collect();
-        let ws = 3f32.sqrt() / (9.0 * c as f32).sqrt();
-        let w_oikk: Vec<f32> = values(c * c * 9, 12).iter().map(|v| v * ws).collect();
+        let x = normal(b * c * hw * hw, 11, 1.0);
+        let w_oikk = normal(c * c * 9, 12, 1.0 / (9.0 * c as f32).sqrt());
         let bias = values(c, 13);
         let taps = pack_taps(&w_oikk, c, c, 3);
         let want = reference(&x, &w_oikk, Some(&bias), &g);
@@ -991,7 +1001,7 @@ mod tests {
             show(f4)
         );
         assert!(
-            f4.0 <= 40.0 * direct.0 && f4.2 <= 15.0 * direct.2,
+            f4.0 <= 50.0 * direct.0 && f4.2 <= 15.0 * direct.2,
             "F(4x4) {f4:?} vs direct {direct:?}"
         );
         assert!(
