@@ -79,7 +79,31 @@ impl Module for Linear {
     }
 }
 
+/// Inputs of at most this many rows (a prompt's 77 tokens, a batch of them) take
+/// [`Linear::forward_skinny`].
+const SKINNY_ROWS: usize = 256;
+
 impl Linear {
+    /// y = x W^T + b for a few rows, computed as (W x^T)^T: the `gemm` crate then packs the
+    /// small x^T instead of gathering the whole transposed weight on every call, which made
+    /// CLIP's 3072 -> 768 projection at 77 tokens run at 75-90 GFLOP/s; this way 180-220
+    /// (2 threads and 1; SD1.5's text encoder forward, 2 threads: 0.22 -> 0.15 s).
+    fn forward_skinny(&self, x: &Tensor, rows: usize, in_dim: usize) -> Result<Tensor> {
+        let weight = self.inner.weight();
+        let y = weight
+            .matmul(&x.reshape((rows, in_dim))?.t()?)?
+            .t()?
+            .contiguous()?;
+        let y = match self.inner.bias() {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        let mut dims = x.dims().to_vec();
+        let last = dims.len() - 1;
+        dims[last] = weight.dim(0)?;
+        y.reshape(dims)
+    }
+
     /// The layer's own output, without its run-time adapter.
     fn forward_layer(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(packed) = &self.packed {
@@ -88,6 +112,13 @@ impl Linear {
         }
         let weight = self.inner.weight();
         let training = x.track_op() || weight.track_op();
+        if !training && x.rank() >= 2 && x.device().is_cpu() {
+            let in_dim = x.dim(x.rank() - 1)?;
+            let rows = x.elem_count() / in_dim.max(1);
+            if rows <= SKINNY_ROWS {
+                return self.forward_skinny(x, rows, in_dim);
+            }
+        }
         if !training || x.rank() < 2 {
             return self.inner.forward(x);
         }
@@ -103,5 +134,41 @@ impl Linear {
         let last = out_dims.len() - 1;
         out_dims[last] = weight.dim(0)?;
         y.reshape(out_dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Module, Tensor};
+
+    use super::*;
+
+    /// The few-row path gives candle_nn's x W^T + b (up to the summation order's rounding) for
+    /// 2-D and 3-D inputs, with and without bias, and the many-row path is untouched.
+    #[test]
+    fn skinny_rows_match_candle_nn() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (48, 96), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 48, &dev).unwrap();
+        for shape in [vec![77, 96], vec![2, 77, 96], vec![1, SKINNY_ROWS + 1, 96]] {
+            let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev).unwrap();
+            for bias in [None, Some(b.clone())] {
+                let ours = build(w.clone(), bias.clone()).unwrap().forward(&x).unwrap();
+                let reference = candle_nn::Linear::new(w.clone(), bias).forward(&x).unwrap();
+                assert_eq!(ours.dims(), reference.dims());
+                let diff = (ours - reference)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                // f32 sums of 96 products of magnitude ~0.1: rounding ~1e-6.
+                assert!(diff < 1e-5, "{shape:?}: {diff}");
+            }
+        }
     }
 }
