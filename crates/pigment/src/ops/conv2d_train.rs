@@ -204,20 +204,8 @@ fn flip_spatial(w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::max_abs_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// Output and both gradients agree with candle's conv2d, which is the definition
     /// (f32 rounding of differently ordered sums: 1e-3 on values of order 10).
@@ -239,7 +227,7 @@ mod tests {
             let ours = conv2d_differentiable(&x, &wt, s, p).unwrap();
             let theirs = x.conv2d(&wt, p, s, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-4);
+            assert!(max_abs_diff(&ours, &theirs) < 1e-4);
             let probe = Tensor::randn(0f32, 1., ours.dims(), &dev).unwrap();
             let g1 = (&ours * &probe)
                 .unwrap()
@@ -254,7 +242,7 @@ mod tests {
                 .backward()
                 .unwrap();
             for v in [&x, &wt] {
-                let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
                 assert!(
                     d < 1e-3,
                     "gradient differs by {d} for {:?}",

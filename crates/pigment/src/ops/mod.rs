@@ -23,3 +23,11 @@ pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use packed_weight::{WeightFormat, WeightFormatScope};
 pub use winograd::set_winograd_conv;
+
+/// max |a - b| over all elements, for the kernels' unit tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("two f32 tensors of one shape")
+}
