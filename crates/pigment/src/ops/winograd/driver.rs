@@ -25,18 +25,22 @@ pub(super) struct Blocking {
 impl Blocking {
     /// 10 MB blocks and 6 MB task buffers: at most 10 MB + 2 * 6 MB per thread of temporaries
     /// (`PIGMENT_WINOGRAD_BYTES` / `PIGMENT_WINOGRAD_TASK_BYTES` override them, for tuning).
+    /// Read once per process: every convolution call asks.
     pub(super) fn from_env() -> Self {
-        let var = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-                .max(1)
-        };
-        Blocking {
-            block_bytes: var("PIGMENT_WINOGRAD_BYTES", 10 << 20),
-            task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 6 << 20),
-        }
+        static BLOCKING: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
+        *BLOCKING.get_or_init(|| {
+            let var = |name: &str, default: usize| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+                    .max(1)
+            };
+            Blocking {
+                block_bytes: var("PIGMENT_WINOGRAD_BYTES", 10 << 20),
+                task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 6 << 20),
+            }
+        })
     }
 }
 
