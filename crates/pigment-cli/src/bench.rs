@@ -39,8 +39,9 @@ pub struct BenchArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Run the whole generation once in low-memory mode (text encoder freed after encoding, UNet
-    /// before the VAE decode).
+    /// Low-memory mode: the model loads (or builds) its text encoder and UNet only when a row
+    /// needs them and frees them after; the whole generation runs once with txt2img_low_memory,
+    /// holding one component at a time.
     #[arg(long)]
     pub low_memory: bool,
     /// VAE tiling for the decode rows and the generation: off (default, as diffusers), on, or
@@ -95,8 +96,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 dtype,
                 ..LoadOptions::default()
             };
-            StableDiffusion::load_with_weights(path, &options, weights)
-                .with_context(|| format!("loading {}", path.display()))?
+            let loaded = if args.low_memory {
+                StableDiffusion::load_deferred(path, &options, weights)
+            } else {
+                StableDiffusion::load_with_weights(path, &options, weights)
+            };
+            loaded.with_context(|| format!("loading {}", path.display()))?
         }
         None => {
             let arch: Arch = args.arch.parse()?;
@@ -105,7 +110,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 arch.name(),
                 args.dtype
             );
-            arch.build_random(dtype, &device, args.seed, weights)?
+            if args.low_memory {
+                arch.build_random_deferred(dtype, &device, args.seed, weights)?
+            } else {
+                arch.build_random(dtype, &device, args.seed, weights)?
+            }
         }
     };
     model.vae.set_tiling(tiling);

@@ -230,7 +230,7 @@ impl ControlPlan {
                     let net = Arc::new(
                         load_controlnet(
                             &u.path,
-                            Some(model.unet.config()),
+                            Some(model.unet_config()),
                             model.dtype,
                             &model.device,
                         )

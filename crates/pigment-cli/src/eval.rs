@@ -100,7 +100,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             })
         })
         .transpose()?;
-    let native = model.unet.config().sample_size * model.vae_scale_factor();
+    let native = model.unet_config().sample_size * model.vae_scale_factor();
     cfg.width = args.width.unwrap_or(native);
     cfg.height = args.height.unwrap_or(native);
 

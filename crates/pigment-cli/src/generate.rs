@@ -235,7 +235,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => (pigment::builtin::builtin_model_dir()?, true),
     };
 
-    let mut model = StableDiffusion::load_with_weights(&model_path, &options, weights)?;
+    // --low-memory on plain txt2img: the text encoder and UNet load only when the run reaches
+    // them (one component in memory at a time); other modes load everything and note it.
+    let plain_txt2img = outpaint.is_none()
+        && args.init_image.is_none()
+        && control.is_none()
+        && !(args.panorama
+            || args.window.is_some()
+            || args.stride.is_some()
+            || args.circular
+            || !regions.is_empty());
+    let mut model = if args.memory.low_memory && plain_txt2img {
+        StableDiffusion::load_deferred(&model_path, &options, weights)?
+    } else {
+        StableDiffusion::load_with_weights(&model_path, &options, weights)?
+    };
     if builtin {
         model.name = pigment::builtin::BUILTIN_MODEL_NAME.to_string();
     }
@@ -272,7 +286,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     args.memory.apply(&mut model)?;
     crate::prompt_args::warn_about_prompt("prompt", &adapters.prompt, prompt_syntax);
     crate::prompt_args::warn_about_prompt("--negative", &args.negative, prompt_syntax);
-    let native = model.unet.config().sample_size * model.vae_scale_factor();
+    let native = model.unet_config().sample_size * model.vae_scale_factor();
     // img2img defaults to the init image's size; a different --width/--height is rejected.
     // ControlNet: the control image's size, as diffusers' pipeline takes it.
     let (default_width, default_height) = init_image

@@ -370,7 +370,7 @@ impl crate::pipelines::StableDiffusion {
     /// the ones set before; an empty list turns hypernetworks off. A hypernetwork none of whose
     /// widths is a context width of this UNet (one made for another model family) is an error.
     pub fn set_hypernetworks(&mut self, nets: &[(Hypernetwork, f64)]) -> Result<()> {
-        let cfg = self.unet.config();
+        let cfg = self.unet_config();
         let blocks = cfg.block_out_channels.len();
         let mut widths: Vec<usize> = cfg.block_out_channels.clone();
         widths.extend((0..blocks).map(|i| cfg.cross_attention_dim.get(i)));

@@ -2,13 +2,15 @@
 //! from the published diffusers `config.json` files (no download).
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
 use super::random_weights::RandomWeights;
 use crate::error::{Error, Result};
 use crate::ops::{WeightFormat, WeightFormatScope};
-use crate::pipelines::StableDiffusion;
+use crate::pipelines::deferred::{text_encoder_stand_in, unet_stand_in, Residency};
+use crate::pipelines::{ComponentSource, StableDiffusion};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
@@ -142,6 +144,29 @@ impl Arch {
         seed: u64,
         weights: WeightFormat,
     ) -> Result<StableDiffusion> {
+        self.build(dtype, device, seed, weights, false)
+    }
+
+    /// [`Self::build_random`] as [`StableDiffusion::load_deferred`] loads a checkpoint: the
+    /// text encoder and UNet are built (the same random weights) only when a run needs them.
+    pub fn build_random_deferred(
+        self,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+        weights: WeightFormat,
+    ) -> Result<StableDiffusion> {
+        self.build(dtype, device, seed, weights, true)
+    }
+
+    fn build(
+        self,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+        weights: WeightFormat,
+        defer: bool,
+    ) -> Result<StableDiffusion> {
         if device.is_cpu() && dtype == DType::BF16 {
             return Err(Error::invalid(
                 "--dtype bf16: the CPU backend has no bf16 matrix multiply; use f32 or f16 on the \
@@ -150,20 +175,40 @@ impl Arch {
         }
         let start = std::time::Instant::now();
         let c = self.configs();
-        let vb = |component: u64| RandomWeights::var_builder(seed ^ component, dtype, device);
         let tokenizer = match c.family {
             Family::Sd1 => ClipTokenizer::embedded()?,
             Family::Sd2 => ClipTokenizer::embedded()?.with_pad_id(0),
         };
-        let packing = WeightFormatScope::enter(weights);
-        let text_encoder = ClipTextModel::new(vb(1), &c.text)?;
-        let unet = UNet2DConditionModel::new(vb(2), &c.unet)?;
-        drop(packing);
+        let source = RandomSource {
+            configs: c.clone(),
+            seed,
+            dtype,
+            device: device.clone(),
+            weights,
+        };
+        let vae = if defer {
+            AutoencoderKL::without_weights(&c.vae, dtype)?
+        } else {
+            source.vae()?
+        };
+        let (text_encoder, unet, residency) = if defer {
+            let residency = Residency {
+                source: Some(Arc::new(source.clone())),
+                text_encoder_released: true,
+                unet_released: true,
+                token_rows: Vec::new(),
+            };
+            let text_encoder = text_encoder_stand_in(dtype, device)?;
+            (text_encoder, unet_stand_in(dtype, device)?, residency)
+        } else {
+            let text_encoder = source.text_encoder()?;
+            (text_encoder, source.unet()?, Residency::default())
+        };
         Ok(StableDiffusion {
             tokenizer,
             text_encoder,
             unet,
-            vae: AutoencoderKL::new(vb(3), &c.vae)?,
+            vae,
             scheduler_config: c.scheduler,
             text_config: c.text,
             family: c.family,
@@ -175,6 +220,48 @@ impl Arch {
             embeddings: Vec::new(),
             hypernetworks: Default::default(),
             runtime_loras: None,
+            residency,
         })
+    }
+}
+
+/// Seeds of each component's weights (xor-ed with the build seed).
+const COMPONENT_TEXT_ENCODER: u64 = 1;
+const COMPONENT_UNET: u64 = 2;
+const COMPONENT_VAE: u64 = 3;
+
+/// The random text encoder and UNet of one architecture and seed: the same weights each time.
+#[derive(Clone)]
+struct RandomSource {
+    configs: ArchConfigs,
+    seed: u64,
+    dtype: DType,
+    device: Device,
+    weights: WeightFormat,
+}
+
+impl RandomSource {
+    fn var_builder(&self, component: u64) -> candle_nn::VarBuilder<'static> {
+        RandomWeights::var_builder(self.seed ^ component, self.dtype, &self.device)
+    }
+}
+
+impl ComponentSource for RandomSource {
+    fn text_encoder(&self) -> Result<ClipTextModel> {
+        let _packing = WeightFormatScope::enter(self.weights);
+        ClipTextModel::new(self.var_builder(COMPONENT_TEXT_ENCODER), &self.configs.text)
+    }
+
+    fn unet(&self) -> Result<UNet2DConditionModel> {
+        let _packing = WeightFormatScope::enter(self.weights);
+        UNet2DConditionModel::new(self.var_builder(COMPONENT_UNET), &self.configs.unet)
+    }
+
+    fn vae(&self) -> Result<AutoencoderKL> {
+        AutoencoderKL::new(self.var_builder(COMPONENT_VAE), &self.configs.vae)
+    }
+
+    fn unet_config(&self) -> &UNet2DConditionConfig {
+        &self.configs.unet
     }
 }

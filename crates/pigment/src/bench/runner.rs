@@ -192,7 +192,10 @@ pub fn run_bench(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
     let factor = model.vae_scale_factor();
-    let unet_cfg = model.unet.config().clone();
+    let unet_cfg = model.unet_config().clone();
+    // A deferred model (--low-memory) loads each component for its own rows and frees it
+    // after, so that no row's peak memory holds another component.
+    let deferred = !model.is_loaded();
     let down = 1usize << unet_cfg.block_out_channels.len().saturating_sub(1);
     if options.sizes.is_empty() {
         return Err(Error::invalid(
@@ -227,12 +230,16 @@ pub fn run_bench(
             .tokenizer
             .encode_padded("a photograph of an astronaut riding a horse", seq)?;
         let ids = Tensor::from_vec(ids, (1, seq), device)?;
+        model.ensure_text_encoder()?;
         let timed = time_runs(repeats, warmup, device, || model.text_encoder.forward(&ids))?;
+        if deferred {
+            model.release_text_encoder()?;
+        }
         rows.push(row("text_encoder", 0, 1, timed, text_flops));
     }
 
     let mut rng = TorchGenerator::new(0);
-    let hidden = model.text_encoder.hidden_size();
+    let hidden = model.text_config.hidden_size;
     let context = rng
         .randn_tensor(&[2, seq, hidden], device)?
         .to_dtype(model.dtype)?;
@@ -244,9 +251,13 @@ pub fn run_bench(
             let sample = rng
                 .randn_tensor(&[2, unet_cfg.in_channels, side, side], device)?
                 .to_dtype(model.dtype)?;
+            model.ensure_unet()?;
             let timed = time_runs(repeats, warmup, device, || {
                 model.unet.forward(&sample, 500.0, &context)
             })?;
+            if deferred {
+                model.release_unet()?;
+            }
             let f = flops::unet(&unet_cfg, 2, side, side, seq)?;
             rows.push(row("unet", size, 2, timed, f));
         }
@@ -255,7 +266,9 @@ pub fn run_bench(
             let latents = rng
                 .randn_tensor(&[1, latent_channels, side, side], device)?
                 .to_dtype(model.dtype)?;
+            model.ensure_vae()?;
             let timed = time_runs(repeats, warmup, device, || model.vae.decode(&latents))?;
+            model.release_vae_if_deferred();
             let f = flops::vae_decode(model.vae.config(), 1, side, side);
             rows.push(row("vae_decode", size, 1, timed, f));
         }

@@ -65,7 +65,7 @@ pub fn controlnet_keep(i: usize, n: usize, start: f64, end: f64) -> f64 {
 impl ControlNetRequest {
     /// Reject units that cannot run with `model` at `req`'s size, naming the fix.
     pub fn validate(&self, model: &StableDiffusion, req: &Txt2ImgRequest) -> Result<()> {
-        let unet = model.unet.config();
+        let unet = model.unet_config();
         for (k, unit) in self.units.iter().enumerate() {
             let cfg = unit.model.config();
             if !(0.0..=1.0).contains(&unit.start) || !(0.0..=1.0).contains(&unit.end) {
@@ -162,6 +162,7 @@ impl StableDiffusion {
         progress: Progress,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let mut hooks = self.control_hooks(req, control)?;
         self.txt2img_with(req, progress, &mut hooks)
     }
@@ -175,6 +176,7 @@ impl StableDiffusion {
         progress: Progress,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let mut hooks = self.control_hooks(&req.base, control)?;
         self.img2img_with(req, progress, &mut hooks)
     }

@@ -130,6 +130,7 @@ impl StableDiffusion {
         hooks: &mut dyn DenoiseHooks,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let base = &req.base;
         let start = Instant::now();
         let mut sampler = base.sampler(&self.scheduler_config)?;

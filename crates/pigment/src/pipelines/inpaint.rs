@@ -87,7 +87,7 @@ impl InpaintRequest {
                 self.mask_blur
             )));
         }
-        let channels = model.unet.config().in_channels;
+        let channels = model.unet_config().in_channels;
         let latent = model.vae.config().latent_channels;
         if channels != latent && channels != 2 * latent + 1 {
             return Err(Error::invalid(format!(
@@ -227,6 +227,7 @@ impl StableDiffusion {
     /// evaluations actually made.
     pub fn inpaint(&self, req: &InpaintRequest, progress: Progress) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let img = &req.image;
         let base = &img.base;
         let start = Instant::now();
@@ -242,7 +243,7 @@ impl StableDiffusion {
         };
         let first_index = (base.steps - img.steps_run()) * order;
         let strength_max = img.strength == 1.0;
-        let nine_channels = self.unet.config().in_channels != self.vae.config().latent_channels;
+        let nine_channels = self.unet_config().in_channels != self.vae.config().latent_channels;
 
         let factor = self.vae_scale_factor();
         let mask = blur_mask(&req.mask, req.mask_blur);

@@ -98,7 +98,7 @@ impl InstructPix2PixRequest {
 /// An InstructPix2Pix UNet takes the noisy latents and the image latents: twice the VAE's
 /// latent channels (8 for SD).
 pub fn check_pix2pix_unet(model: &StableDiffusion) -> Result<()> {
-    let channels = model.unet.config().in_channels;
+    let channels = model.unet_config().in_channels;
     let latent = model.vae.config().latent_channels;
     if channels != 2 * latent {
         return Err(Error::invalid(format!(
@@ -120,6 +120,7 @@ impl StableDiffusion {
         progress: Progress,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let base = &req.base;
         let start = Instant::now();
         let mut sampler = base.sampler(&self.scheduler_config)?;

@@ -3,6 +3,7 @@
 
 pub mod conditioning;
 pub mod controlnet;
+pub mod deferred;
 pub mod img2img;
 pub mod inpaint;
 pub mod instruct_pix2pix;
@@ -17,6 +18,7 @@ pub mod txt2img;
 
 pub use conditioning::{prompt_warnings, PromptSyntax, ScheduledConditioning};
 pub use controlnet::{control_image_tensor, ControlNetRequest, ControlNetUnit};
+pub use deferred::ComponentSource;
 pub use img2img::Img2ImgRequest;
 pub use inpaint::InpaintRequest;
 pub use instruct_pix2pix::InstructPix2PixRequest;

@@ -113,7 +113,7 @@ impl PanoramaRequest {
     /// diffusers' defaults for a request: window = the UNet's native latent size, stride = 1/8 of
     /// it (64 and 8 for SD 1.x), one view per UNet call.
     pub fn new(base: Txt2ImgRequest, model: &StableDiffusion) -> Self {
-        let window = model.unet.config().sample_size.max(1);
+        let window = model.unet_config().sample_size.max(1);
         Self {
             base,
             window,
@@ -295,6 +295,7 @@ impl StableDiffusion {
     /// Generate a panorama (or any canvas larger than the model's window) with MultiDiffusion.
     pub fn panorama(&self, req: &PanoramaRequest, progress: Progress) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let base = &req.base;
         let start = Instant::now();
         let factor = self.vae_scale_factor();

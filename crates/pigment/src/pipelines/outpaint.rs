@@ -253,6 +253,7 @@ impl StableDiffusion {
     /// mask is below 1 (alpha compositing, as A1111's `apply_overlay`).
     pub fn outpaint(&self, req: &OutpaintRequest, progress: Progress) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let inpaint = req.inpaint_request();
         let mut output = self.inpaint(&inpaint, progress)?;
         let alpha = blur_mask(&inpaint.mask, inpaint.mask_blur);

@@ -2,6 +2,7 @@
 //! on one device in one compute dtype.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
@@ -9,6 +10,9 @@ use candle_core::{DType, Device};
 use crate::adapters::{with_runtime_slots, LoraMode, LoraReport, LoraSet, RuntimeLoras};
 use crate::error::{Error, Result};
 use crate::ops::{WeightFormat, WeightFormatScope};
+use crate::pipelines::deferred::{
+    text_encoder_stand_in, unet_stand_in, CheckpointSource, Residency,
+};
 use crate::pipelines::textual_inversion::LoadedEmbedding;
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
@@ -71,6 +75,9 @@ pub struct StableDiffusion {
     pub(crate) hypernetworks: crate::adapters::HypernetworkStack,
     /// The run-time LoRA slots when loaded with [`LoraMode::Runtime`].
     pub(crate) runtime_loras: Option<RuntimeLoras>,
+    /// Which of the text encoder and UNet are loaded, and where a deferred model loads them
+    /// from ([`crate::pipelines::deferred`]).
+    pub(crate) residency: Residency,
 }
 
 impl StableDiffusion {
@@ -95,13 +102,41 @@ impl StableDiffusion {
             },
             options.config.as_deref(),
         )?;
-        Self::from_checkpoint(&checkpoint, options, weights, start)
+        Self::from_checkpoint(&checkpoint, options, weights, false, start)
+    }
+
+    /// As [`Self::load_with_weights`], but the text encoder, UNet and VAE stay in the checkpoint
+    /// (opened and memory-mapped, not read) until a run needs them: for
+    /// [`Self::txt2img_low_memory`], which holds one component at a time. LoRAs are merged as
+    /// each component loads; run-time LoRAs ([`LoraMode::Runtime`]) need the UNet resident and
+    /// are refused.
+    pub fn load_deferred(
+        path: &Path,
+        options: &LoadOptions,
+        weights: WeightFormat,
+    ) -> Result<Self> {
+        let start = Instant::now();
+        if options.lora_mode == LoraMode::Runtime {
+            return Err(Error::invalid(
+                "--lora-mode runtime keeps the UNet loaded to switch LoRAs, which --low-memory \
+                 does not: use --lora-mode merge (the default) with --low-memory",
+            ));
+        }
+        let checkpoint = Checkpoint::open_with_config(
+            path,
+            &OpenOptions {
+                prediction: options.prediction,
+            },
+            options.config.as_deref(),
+        )?;
+        Self::from_checkpoint(&checkpoint, options, weights, true, start)
     }
 
     fn from_checkpoint(
         ck: &Checkpoint,
         options: &LoadOptions,
         weights: WeightFormat,
+        defer: bool,
         start: Instant,
     ) -> Result<Self> {
         let (device, dtype) = (&options.device, options.dtype);
@@ -115,29 +150,51 @@ impl StableDiffusion {
         let runtime = options.lora_mode == LoraMode::Runtime;
         let loras = LoraSet::load(ck, if runtime { &[] } else { &options.loras })?;
         let slots = crate::adapters::SlotSink::default();
-        let packing = WeightFormatScope::enter(weights);
-        let text_encoder = with_runtime_slots(runtime, ck, Component::TextEncoder, &slots, || {
-            ClipTextModel::new(
-                loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
-                &ck.text_config,
-            )
-        })?;
-        let unet = with_runtime_slots(runtime, ck, Component::Unet, &slots, || {
-            UNet2DConditionModel::new(
-                loras.var_builder(ck, Component::Unet, dtype, device)?,
-                &ck.unet_config,
-            )
-        })?;
+        let (text_encoder, unet, residency) = if defer {
+            let residency = Residency {
+                source: Some(Arc::new(CheckpointSource {
+                    checkpoint: ck.clone(),
+                    loras: loras.clone(),
+                    dtype,
+                    device: device.clone(),
+                    weights,
+                })),
+                text_encoder_released: true,
+                unet_released: true,
+                token_rows: Vec::new(),
+            };
+            let text_encoder = text_encoder_stand_in(dtype, device)?;
+            (text_encoder, unet_stand_in(dtype, device)?, residency)
+        } else {
+            let _packing = WeightFormatScope::enter(weights);
+            let text_encoder =
+                with_runtime_slots(runtime, ck, Component::TextEncoder, &slots, || {
+                    ClipTextModel::new(
+                        loras.var_builder(ck, Component::TextEncoder, dtype, device)?,
+                        &ck.text_config,
+                    )
+                })?;
+            let unet = with_runtime_slots(runtime, ck, Component::Unet, &slots, || {
+                UNet2DConditionModel::new(
+                    loras.var_builder(ck, Component::Unet, dtype, device)?,
+                    &ck.unet_config,
+                )
+            })?;
+            (text_encoder, unet, Residency::default())
+        };
         let runtime_loras = runtime.then(|| RuntimeLoras::from_sink(slots, device, dtype));
         let lora_reports = match &runtime_loras {
             Some(r) => r.set(&options.loras)?,
             None => loras.reports().to_vec(),
         };
-        drop(packing);
-        let vae = AutoencoderKL::new(
-            ck.var_builder(Component::Vae, dtype, device)?,
-            &ck.vae_config,
-        )?;
+        let vae = if defer {
+            AutoencoderKL::without_weights(&ck.vae_config, dtype)?
+        } else {
+            AutoencoderKL::new(
+                ck.var_builder(Component::Vae, dtype, device)?,
+                &ck.vae_config,
+            )?
+        };
         let mut scheduler_config = ck.scheduler_config.clone();
         scheduler_config.prediction_type = match ck.prediction {
             Prediction::Epsilon => "epsilon".into(),
@@ -164,6 +221,7 @@ impl StableDiffusion {
             embeddings: Vec::new(),
             hypernetworks: Default::default(),
             runtime_loras,
+            residency,
         })
     }
 

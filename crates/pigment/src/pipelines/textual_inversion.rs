@@ -37,7 +37,7 @@ impl StableDiffusion {
     /// embedding whose width is not the text encoder's hidden size (an SD2 embedding on SD1)
     /// or whose name is taken is refused.
     pub fn add_textual_inversion(&mut self, embedding: &TextualInversion) -> Result<()> {
-        let hidden = self.text_encoder.hidden_size();
+        let hidden = self.text_config.hidden_size;
         if embedding.width() != hidden {
             return Err(Error::invalid(format!(
                 "embedding `{}` ({}) has vectors of width {}, but this model's text encoder has \
@@ -55,9 +55,13 @@ impl StableDiffusion {
                 embedding.path.display()
             )));
         }
+        // A deferred model's text encoder loads here, so the vectors get their ids; a later
+        // reload appends the same rows again in the same order (same ids).
+        self.ensure_text_encoder()?;
         let first_id = self
             .text_encoder
             .append_token_embeddings(&embedding.vectors)?;
+        self.residency.token_rows.push(embedding.vectors.clone());
         self.embeddings.push(LoadedEmbedding {
             name: embedding.name.clone(),
             first_id,

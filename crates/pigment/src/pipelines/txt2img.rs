@@ -263,6 +263,7 @@ impl StableDiffusion {
         hooks: &mut dyn DenoiseHooks,
     ) -> Result<Txt2ImgOutput> {
         req.validate(self)?;
+        self.require_loaded()?;
         let start = Instant::now();
         let context = self.conditioning_schedule(req)?;
         self.txt2img_from_conditioning(req, &context, start, progress, hooks)

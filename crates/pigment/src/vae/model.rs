@@ -15,11 +15,17 @@ use crate::ops::Conv2d;
 pub struct AutoencoderKL {
     config: AutoencoderKLConfig,
     dtype: DType,
+    /// None once [`AutoencoderKL::release_weights`] freed them (a low-memory model between runs).
+    nets: Option<VaeNets>,
+    tiling: VaeTiling,
+}
+
+/// The weights: everything but the config.
+struct VaeNets {
     encoder: Encoder,
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
-    tiling: VaeTiling,
 }
 
 impl AutoencoderKL {
@@ -30,8 +36,7 @@ impl AutoencoderKL {
         let lc = cfg.latent_channels;
         let conv1x1 =
             |c: usize, name: &str| crate::ops::conv2d(c, c, 1, Default::default(), vb.pp(name));
-        Ok(Self {
-            dtype: vb.dtype(),
+        let nets = VaeNets {
             encoder: Encoder::new(vb.pp("encoder"), cfg)?,
             decoder: Decoder::new(vb.pp("decoder"), cfg)?,
             quant_conv: if cfg.use_quant_conv {
@@ -44,8 +49,43 @@ impl AutoencoderKL {
             } else {
                 None
             },
+        };
+        Ok(Self {
+            dtype: vb.dtype(),
+            nets: Some(nets),
             config: cfg.clone(),
             tiling: VaeTiling::Off,
+        })
+    }
+
+    /// A VAE of this config without weights (a deferred model's, until it loads them):
+    /// `config`, `dtype` and tiling work, encode and decode are an error.
+    pub fn without_weights(cfg: &AutoencoderKLConfig, dtype: DType) -> Result<Self> {
+        cfg.check_supported()?;
+        Ok(Self {
+            config: cfg.clone(),
+            dtype,
+            nets: None,
+            tiling: VaeTiling::Off,
+        })
+    }
+
+    /// Frees the weights; the config and tiling stay (see [`Self::without_weights`]).
+    pub fn release_weights(&mut self) {
+        self.nets = None;
+    }
+
+    /// Whether the weights are held (encode and decode can run).
+    pub fn has_weights(&self) -> bool {
+        self.nets.is_some()
+    }
+
+    fn nets(&self) -> Result<&VaeNets> {
+        self.nets.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "the VAE's weights are not loaded (a low-memory model frees them between runs): \
+                 call `load_released()` on the model first",
+            )
         })
     }
 
@@ -91,8 +131,9 @@ impl AutoencoderKL {
 
     /// Encoder and quant_conv on one image or tile: the moments (mean, logvar).
     fn encode_moments(&self, x: &Tensor) -> Result<Tensor> {
-        let moments = self.encoder.forward(x)?;
-        Ok(match &self.quant_conv {
+        let nets = self.nets()?;
+        let moments = nets.encoder.forward(x)?;
+        Ok(match &nets.quant_conv {
             Some(c) => c.forward(&moments)?,
             None => moments,
         })
@@ -119,11 +160,12 @@ impl AutoencoderKL {
 
     /// post_quant_conv and decoder on one latent or tile.
     fn decode_whole(&self, z: &Tensor) -> Result<Tensor> {
-        let z = match &self.post_quant_conv {
+        let nets = self.nets()?;
+        let z = match &nets.post_quant_conv {
             Some(c) => c.forward(z)?,
             None => z.clone(),
         };
-        self.decoder.forward(&z)
+        nets.decoder.forward(&z)
     }
 
     fn check_input(&self, x: &Tensor, channels: usize, what: &str, field: &str) -> Result<()> {
