@@ -35,11 +35,18 @@ const SHAPES: &[Case] = &[
     // Batch 1 (no classifier-free guidance): where Winograd's tile count gets thin.
     ("unet 1280@16 3x3 b1", 1, 1280, 1280, 16, 16, 3, 1, 1),
     ("unet 320@64 down s2", 2, 320, 320, 64, 64, 3, 2, 1),
+    ("unet 640@32 down s2", 2, 640, 640, 32, 32, 3, 2, 1),
+    ("unet 1280@16 down s2", 2, 1280, 1280, 16, 16, 3, 2, 1),
     ("unet 640->320@64 1x1", 2, 640, 320, 64, 64, 1, 1, 0),
     ("vae 512@64 3x3", 1, 512, 512, 64, 64, 3, 1, 1),
     ("vae 512@128 3x3", 1, 512, 512, 128, 128, 3, 1, 1),
     ("vae 256@256 3x3", 1, 256, 256, 256, 256, 3, 1, 1),
     ("vae 128@512 3x3", 1, 128, 128, 512, 512, 3, 1, 1),
+    // The VAE encoder's Downsample2D: padding 0 after an explicit (0, 1, 0, 1) pad, so the
+    // conv sees a (H+1)x(W+1) input.
+    ("vae enc 128@512 down s2", 1, 128, 128, 513, 513, 3, 2, 0),
+    ("vae enc 256@256 down s2", 1, 256, 256, 257, 257, 3, 2, 0),
+    ("vae enc 512@128 down s2", 1, 512, 512, 129, 129, 3, 2, 0),
 ];
 
 /// Best of `reps` runs after one warm-up, in seconds.

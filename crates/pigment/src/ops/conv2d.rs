@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Shape, T
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv_kernel::{conv2d_f32, ConvGeometry};
+use super::conv_strided::conv2d_im2col_f32;
 use super::layer_adapter::{adapted, adapter_for, LayerAdapter, LayerGeometry};
 use super::packed_weight::PackedWeight;
 use super::winograd::{winograd_conv2d_f32, winograd_for};
@@ -43,10 +44,12 @@ pub struct Conv2d {
 
 #[derive(Debug)]
 struct FastConv {
-    /// The weight's one copy, tap-major [k, k, out, in] (contiguous: each tap an [out, in]
-    /// matrix the GEMM reads with unit stride, 2x faster than reading the taps out of
-    /// [out, in, k, k] for the UNet's 1280-channel convs at 8x8); `Conv2d::weight` is then a
-    /// permuted view of it, so the weights are not held twice.
+    /// The weight's one copy, laid out for the kernel that runs it; `Conv2d::weight` is then a
+    /// view of it (permuted for stride 1), so the weights are not held twice. Stride 1: tap-major
+    /// [k, k, out, in] (contiguous: each tap an [out, in] matrix the GEMM reads with unit
+    /// stride, 2x faster than reading the taps out of [out, in, k, k] for the UNet's
+    /// 1280-channel convs at 8x8). Stride > 1: the layer's own [out, in, k, k], the im2col
+    /// GEMM's [out, in*k*k] matrix (conv_strided.rs).
     taps: Tensor,
     bias: Option<Vec<f32>>,
     out_channels: usize,
@@ -85,8 +88,14 @@ impl Conv2d {
             && !weight.track_op()
             && !bias.as_ref().is_some_and(|b| b.track_op());
         let (weight, fast) = if fast_ok {
-            let taps = weight.permute((2, 3, 0, 1))?.contiguous()?;
-            let view = taps.permute((2, 3, 0, 1))?;
+            let (taps, view) = if stride > 1 {
+                let taps = weight.contiguous()?;
+                (taps.clone(), taps)
+            } else {
+                let taps = weight.permute((2, 3, 0, 1))?.contiguous()?;
+                let view = taps.permute((2, 3, 0, 1))?;
+                (taps, view)
+            };
             let fast = Arc::new(FastConv {
                 taps,
                 bias: bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?,
@@ -224,7 +233,7 @@ impl CustomOp2 for FastConv {
         "pigment-conv2d"
     }
 
-    /// `storage`/`layout`: the input x; `w_storage`/`w_layout`: the taps [k, k, out, in].
+    /// `storage`/`layout`: the input x; `w_storage`/`w_layout`: the taps ([`FastConv::taps`]).
     fn cpu_fwd(
         &self,
         storage: &CpuStorage,
@@ -266,10 +275,16 @@ impl CustomOp2 for FastConv {
             padding: self.padding,
         };
         let (oh, ow) = g.output_size()?;
-        // 3x3 stride 1 with enough tiles: Winograd (fewer multiplies, winograd.rs).
-        let y = match winograd_for(&g) {
-            Some(tile) => winograd_conv2d_f32(x, weight, self.bias.as_deref(), &g, tile)?,
-            None => conv2d_f32(x, weight, self.bias.as_deref(), &g)?,
+        // 3x3 stride 1 with enough tiles: Winograd (fewer multiplies, winograd.rs); stride > 1:
+        // im2col blocks, one deep GEMM each (conv_strided.rs).
+        let bias = self.bias.as_deref();
+        let y = if self.stride > 1 {
+            conv2d_im2col_f32(x, weight, bias, &g)?
+        } else {
+            match winograd_for(&g) {
+                Some(tile) => winograd_conv2d_f32(x, weight, bias, &g, tile)?,
+                None => conv2d_f32(x, weight, bias, &g)?,
+            }
         };
         Ok((
             CpuStorage::F32(y),

@@ -6,6 +6,7 @@ mod channel;
 mod conv2d;
 pub mod conv2d_train;
 mod conv_kernel;
+mod conv_strided;
 mod fast_exp;
 mod gemm;
 mod group_norm;
