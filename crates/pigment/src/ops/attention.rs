@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fast_exp::{exp_scaled_sum, max};
+use super::fast_exp::{exp_scaled_sum, exp_scaled_sum_max, max};
 use super::gemm::{gemm_f32_serial, Operand};
 
 static FAST_ATTENTION: AtomicBool = AtomicBool::new(true);
@@ -57,6 +57,10 @@ pub fn fused_attention(
 const BLOCK_Q: usize = 256;
 /// Keys per streamed tile.
 const BLOCK_K: usize = 512;
+/// How far (in scaled logits) a tile's scores may rise above the running maximum and still be
+/// exponentiated against it: exp(60) = 1.1e26, so the exponentials, their sums over any key
+/// count below 1e12 and their products with values stay finite in f32 (max 3.4e38).
+const EXP_HEADROOM: f32 = 60.0;
 
 /// softmax(q k^T * scale) v per head; q [B, Lq, H*D], k and v [B, Lk, H*D] (contiguous f32).
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +183,22 @@ fn attend_block(
             false,
         )?;
         for (r, s) in scores.chunks_exact_mut(cols).take(rows).enumerate() {
+            if row_max[r] != f32::NEG_INFINITY {
+                // Later tiles: exponentiate against the running maximum and check it in the
+                // same pass. Softmax does not depend on the shift, so it only has to keep the
+                // exponentials finite: a tile whose scores rise at most EXP_HEADROOM above it
+                // is added as it is; a higher one is recomputed and rescaled below.
+                let (tile_sum, tile_max) = exp_scaled_sum_max(s, g.scale, row_max[r]);
+                if tile_max * g.scale - row_max[r] <= EXP_HEADROOM {
+                    row_sum[r] += tile_sum;
+                    continue;
+                }
+                let q_row = &q[q_at + r * g.width..][..d];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let k_row = &k[kv_at + j * g.width..][..d];
+                    *sj = q_row.iter().zip(k_row).map(|(a, b)| a * b).sum();
+                }
+            }
             let new_max = row_max[r].max(max(s) * g.scale);
             // p = exp(scale * s - m): the scale folded in, the running maximum subtracted.
             let tile_sum = exp_scaled_sum(s, g.scale, new_max);
@@ -278,6 +298,32 @@ mod tests {
                 "b {b} lq {lq} lk {lk} heads {heads} d {d}: differs by {diff}"
             );
         }
+        Ok(())
+    }
+
+    /// A key in a later tile whose logit rises far above the first tile's maximum (more than
+    /// EXP_HEADROOM) takes the recompute-and-rescale path; the result is still the softmax.
+    #[test]
+    fn a_late_huge_logit_is_rescaled() -> Result<()> {
+        let dev = Device::Cpu;
+        let (lq, lk, d) = (3, BLOCK_K * 2 + 76, 8);
+        let q = Tensor::randn(0f32, 1.0, (1, lq, d), &dev)?;
+        let mut keys = Tensor::randn(0f32, 1.0, (1, lk, d), &dev)?.to_vec3::<f32>()?;
+        let q_rows = q.to_vec3::<f32>()?;
+        let late = BLOCK_K + 300;
+        keys[0][late] = q_rows[0][0].iter().map(|x| x * 60.0).collect();
+        let k = Tensor::new(keys, &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (1, lk, d), &dev)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let logit = q_rows[0][0].iter().map(|x| x * x * 60.0).sum::<f32>() * scale as f32;
+        assert!(
+            logit > 2.0 * EXP_HEADROOM,
+            "the case must exceed the headroom: {logit}"
+        );
+        let fused = fused_attention(&q, &k, &v, 1, scale)?.expect("applies on CPU f32");
+        let expected = reference(&q, &k, &v, 1, scale);
+        let diff = (fused - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 2e-5, "differs by {diff}");
         Ok(())
     }
 
