@@ -50,9 +50,7 @@ impl FeedForward {
     }
 
     fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
-        let hg = self.proj.forward(x)?;
-        let halves = hg.chunk(2, candle_core::D::Minus1)?;
-        let h = (&halves[0] * halves[1].gelu_erf()?)?;
+        let h = crate::ops::geglu(&self.proj.forward(x)?)?;
         Ok(self.out.forward(&h)?)
     }
 }
