@@ -1,22 +1,31 @@
 //! CPU f32 convolution with stride > 1 (the UNet's and the VAE encoder's 3x3 stride-2
 //! down-samplers) as im2col in blocks of output pixels: each block is ONE GEMM
-//! W [out, k*k*in] x cols [k*k*in, pixels] with the reduction over all taps and channels at
-//! once (K = 2880 for SD's 320-channel down-sampler), instead of k*k GEMMs with K = in that each
-//! read and write the whole output block (`conv_kernel`'s implicit GEMM, 1.7x slower here: gemm
-//! reaches its peak only with a deep K). The im2col block is bounded (`PIGMENT_IM2COL_BYTES`,
-//! 8 MiB by default), so the temporary memory does not grow with the image.
+//! W [out, in*k*k] x cols [in*k*k, pixels] that reduces over all taps and channels at once
+//! (K = 2880 for SD's 320-channel down-sampler), instead of k*k GEMMs with K = in that each
+//! read and write the whole output block (`conv_kernel`'s implicit GEMM: 1.7x slower here,
+//! gemm reaches its peak only with a deep K).
+//!
+//! Blocks are tasks: one per thread at a time, each builds its own column block (bounded by
+//! `PIGMENT_IM2COL_BYTES`, 8 MiB by default, so temporary memory does not grow with the image)
+//! and runs a single-threaded GEMM on it, then copies its [out, pixels] result (plus bias) into
+//! its column range of the NCHW output. Building the block on the thread that multiplies it
+//! keeps it in that core's cache, and the im2col work is spread over the threads for free
+//! (one shared block with gemm's own threading measured 1.2-1.7x slower).
 //!
 //! Row r = (c * k + ky) * k + kx of the column matrix holds, for every output pixel (oy, ox) of
 //! the block, the input pixel x[c, s*oy + ky - p, s*ox + kx - p] (0 outside the image), so the
-//! weight is the layer's own [out, in, k, k] = [out, k*k*in] matrix, and the k*k rows of one
+//! weight is the layer's own [out, in, k, k] = [out, in*k*k] matrix, and the k*k rows of one
 //! channel read the same input plane while it is in cache (the order (ky, kx, c) streamed the
 //! whole input k*k times: im2col 1.5x slower).
+
+use std::ops::Range;
+use std::sync::Mutex;
 
 use candle_core::{Error, Result};
 use rayon::prelude::*;
 
 use super::conv_kernel::ConvGeometry;
-use super::gemm::{gemm_f32, Operand};
+use super::gemm::{gemm_f32_serial, Operand};
 
 /// Bytes of one im2col block, read once per process from `PIGMENT_IM2COL_BYTES` (for tuning).
 fn block_bytes() -> usize {
@@ -29,37 +38,44 @@ fn block_bytes() -> usize {
     })
 }
 
-/// The blocks of one call: column ranges of the flattened (batch item, output pixel) axis.
-/// A block is either whole items (when one item's pixels fit the budget: the 1280-channel
-/// down-sampler has 64 pixels per item, too few for a GEMM alone) or a range inside one item.
-fn blocks(batch: usize, pixels: usize, depth: usize) -> Vec<(usize, usize)> {
-    let max_cols = (block_bytes() / (4 * depth.max(1))).max(64);
-    let total = batch * pixels;
-    if pixels <= max_cols {
-        let items = (max_cols / pixels).min(batch);
-        let count = batch.div_ceil(items);
-        // Even item counts per block.
-        (0..count)
-            .map(|i| (i * batch / count * pixels, (i + 1) * batch / count * pixels))
-            .collect()
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
     } else {
-        let per_item = pixels.div_ceil(max_cols);
-        let mut out = Vec::with_capacity(batch * per_item);
-        for b in 0..batch {
-            for i in 0..per_item {
-                out.push((
-                    b * pixels + i * pixels / per_item,
-                    b * pixels + (i + 1) * pixels / per_item,
-                ));
-            }
-        }
-        debug_assert_eq!(out.last().map(|r| r.1), Some(total));
-        out
+        gcd(b, a % b)
     }
+}
+
+/// The pixel ranges one batch item's output is cut into: each block's column matrix within
+/// `max_cols`, enough blocks over the batch to give every thread work, and a block count over
+/// the batch that is a multiple of `threads` (equal shares). Boundaries fall on multiples of
+/// 64 pixels where the blocks are large enough: gemm's AVX-512 kernel covers 64 columns at a
+/// time and runs a slower one on a remainder.
+fn pixel_ranges(pixels: usize, batch: usize, max_cols: usize, threads: usize) -> Vec<Range<usize>> {
+    let threads = threads.max(1);
+    let batch = batch.max(1);
+    let parts = pixels
+        .div_ceil(max_cols.max(1))
+        .max(threads.div_ceil(batch))
+        .next_multiple_of(threads / gcd(batch, threads))
+        .clamp(1, pixels.max(1));
+    let align = if pixels / parts >= 128 { 64 } else { 1 };
+    let bound = |i: usize| {
+        if i == parts {
+            pixels
+        } else {
+            (i * pixels / parts + align / 2) / align * align
+        }
+    };
+    (0..parts)
+        .map(|i| bound(i)..bound(i + 1))
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 /// Fills one im2col row (`dst`, one value per column of `cols`) for input channel plane `plane`
 /// [h, w] and tap (ky, kx).
+#[inline(always)]
 fn im2col_row(
     dst: &mut [f32],
     plane: &[f32],
@@ -114,8 +130,78 @@ fn im2col_row(
     }
 }
 
-/// y = conv2d(x, W) + bias for NCHW f32 `x` and `weight` [out, in, k, k] (both contiguous). Returns the [batch, out, oh, ow] output, contiguous. Any stride and padding;
-/// meant for stride > 1, where `conv_kernel`'s tap-by-tap GEMMs have a shallow K.
+/// Fills the column matrix `cols` [in*k*k, range.len()] for output pixels `range` of the batch
+/// item `x_item` [in, h, w].
+#[inline(always)]
+fn im2col_block_generic(
+    cols: &mut [f32],
+    x_item: &[f32],
+    g: &ConvGeometry,
+    ow: usize,
+    range: &Range<usize>,
+) {
+    let k = g.kernel;
+    let plane_len = g.height * g.width;
+    for (r, dst) in cols.chunks_exact_mut(range.len()).enumerate() {
+        let (c, tap) = (r / (k * k), r % (k * k));
+        let plane = &x_item[c * plane_len..][..plane_len];
+        im2col_row(
+            dst,
+            plane,
+            g,
+            ow,
+            (tap / k, tap % k),
+            (range.start, range.end),
+        );
+    }
+}
+
+/// The same compiled for AVX-512 (the baseline build gathers every other element with 4-wide
+/// shuffles, this one with 8-wide ones).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn im2col_block_avx512(
+    cols: &mut [f32],
+    x_item: &[f32],
+    g: &ConvGeometry,
+    ow: usize,
+    range: &Range<usize>,
+) {
+    im2col_block_generic(cols, x_item, g, ow, range)
+}
+
+fn im2col_block(
+    cols: &mut [f32],
+    x_item: &[f32],
+    g: &ConvGeometry,
+    ow: usize,
+    range: &Range<usize>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *HAS.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+        }) {
+            // SAFETY: the CPU has the features the function was compiled for.
+            return unsafe { im2col_block_avx512(cols, x_item, g, ow, range) };
+        }
+    }
+    im2col_block_generic(cols, x_item, g, ow, range)
+}
+
+/// One task: a pixel range of one batch item, and that range of each output channel's plane.
+struct Task<'a> {
+    item: usize,
+    pixels: Range<usize>,
+    dst: Vec<&'a mut [f32]>,
+}
+
+/// y = conv2d(x, W) + bias for NCHW f32 `x` and `weight` [out, in, k, k] (both contiguous).
+/// Returns the [batch, out, oh, ow] output, contiguous. Any kernel, stride and padding; meant
+/// for stride > 1, where `conv_kernel`'s tap-by-tap GEMMs have a shallow K.
 pub(crate) fn conv2d_im2col_f32(
     x: &[f32],
     weight: &[f32],
@@ -126,11 +212,15 @@ pub(crate) fn conv2d_im2col_f32(
     let (cin, cout, k) = (g.in_channels, g.out_channels, g.kernel);
     let item_in = cin * g.height * g.width;
     let depth = k * k * cin;
-    if x.len() != g.batch * item_in || weight.len() != cout * depth {
+    if x.len() != g.batch * item_in
+        || weight.len() != cout * depth
+        || bias.is_some_and(|b| b.len() != cout)
+    {
         return Err(Error::Msg(format!(
-            "conv2d: input has {} values and the weight {}, expected {} and {}",
+            "conv2d: input has {} values, the weight {} and the bias {:?}, expected {}, {} and {cout}",
             x.len(),
             weight.len(),
+            bias.map(|b| b.len()),
             g.batch * item_in,
             cout * depth
         )));
@@ -138,75 +228,68 @@ pub(crate) fn conv2d_im2col_f32(
     let pixels = oh * ow;
     let item_out = cout * pixels;
     let mut out = vec![0f32; g.batch * item_out];
-    if let Some(bias) = bias {
-        for (row, &bv) in out.chunks_exact_mut(pixels).zip(bias.iter().cycle()) {
-            row.fill(bv);
-        }
-    }
-    if pixels == 0 || cout == 0 {
+    if out.is_empty() {
         return Ok(out);
     }
-    let plan = blocks(g.batch, pixels, depth);
-    let max_cols = plan.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
-    let mut cols_buf = vec![0f32; depth * max_cols];
-    // GEMM results of blocks that span several items, before they go to their items' planes.
-    let mut staged = Vec::new();
-    for (start, end) in plan {
-        let n = end - start;
-        let cols = &mut cols_buf[..depth * n];
-        cols.par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
-            let (c, tap) = (r / (k * k), r % (k * k));
-            let mut j = 0;
-            // The block's pieces per batch item.
-            let mut col = start;
-            while col < end {
-                let (b, pixel) = (col / pixels, col % pixels);
-                let stop = end.min((b + 1) * pixels);
-                let plane = &x[b * item_in + c * g.height * g.width..][..g.height * g.width];
-                let len = stop - col;
-                im2col_row(
-                    &mut dst[j..j + len],
-                    plane,
-                    g,
-                    ow,
-                    (tap / k, tap % k),
-                    (pixel, pixel + len),
-                );
-                j += len;
-                col = stop;
-            }
-        });
-        let lhs = Operand {
-            data: weight,
-            offset: 0,
-            row_stride: depth,
-            col_stride: 1,
-        };
-        let rhs = Operand {
-            data: cols,
-            offset: 0,
-            row_stride: n,
-            col_stride: 1,
-        };
-        let (b, pixel) = (start / pixels, start % pixels);
-        if end <= (b + 1) * pixels {
-            // Inside one item: straight into its output plane (row stride = the plane).
-            let dst = &mut out[b * item_out + pixel..];
-            gemm_f32(dst, pixels, lhs, rhs, (cout, n, depth), bias.is_some())?;
-        } else {
-            // Whole items: GEMM into a staging block, then copy each item's part out.
-            staged.resize(cout * n, 0.0);
-            gemm_f32(&mut staged, n, lhs, rhs, (cout, n, depth), false)?;
-            for (o, row) in staged.chunks_exact(n).enumerate() {
-                for (bi, part) in row.chunks_exact(pixels).enumerate() {
-                    let dst = &mut out[(b + bi) * item_out + o * pixels..][..pixels];
-                    for (d, &v) in dst.iter_mut().zip(part) {
-                        *d += v;
-                    }
-                }
+    let threads = rayon::current_num_threads().max(1);
+    let max_cols = block_bytes() / (4 * depth.max(1));
+    let ranges = pixel_ranges(pixels, g.batch, max_cols, threads);
+    // Cut every output plane into the ranges: task (item, range) owns that range of each plane.
+    let mut tasks = Vec::with_capacity(g.batch * ranges.len());
+    for (item, planes) in out.chunks_exact_mut(item_out).enumerate() {
+        let mut dsts: Vec<Vec<&mut [f32]>> =
+            ranges.iter().map(|_| Vec::with_capacity(cout)).collect();
+        for mut rest in planes.chunks_exact_mut(pixels) {
+            for (dst, range) in dsts.iter_mut().zip(&ranges) {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+                dst.push(mine);
+                rest = tail;
             }
         }
+        tasks.extend(ranges.iter().zip(dsts).map(|(range, dst)| Task {
+            item,
+            pixels: range.clone(),
+            dst,
+        }));
     }
+    // One (columns, GEMM result) scratch per pool thread, reused by its tasks.
+    let scratches: Vec<Mutex<(Vec<f32>, Vec<f32>)>> =
+        (0..threads).map(|_| Mutex::default()).collect();
+    tasks.into_par_iter().try_for_each(|mut task| {
+        let slot = rayon::current_thread_index().unwrap_or(0) % scratches.len();
+        let mut scratch = scratches[slot].lock().unwrap_or_else(|e| e.into_inner());
+        let (cols, result) = &mut *scratch;
+        let n = task.pixels.len();
+        cols.resize(depth * n, 0.0);
+        result.resize(cout * n, 0.0);
+        let x_item = &x[task.item * item_in..][..item_in];
+        im2col_block(cols, x_item, g, ow, &task.pixels);
+        gemm_f32_serial(
+            result,
+            n,
+            Operand {
+                data: weight,
+                offset: 0,
+                row_stride: depth,
+                col_stride: 1,
+            },
+            Operand {
+                data: cols,
+                offset: 0,
+                row_stride: n,
+                col_stride: 1,
+            },
+            (cout, n, depth),
+            false,
+        )?;
+        for (o, (dst, src)) in task.dst.iter_mut().zip(result.chunks_exact(n)).enumerate() {
+            let b = bias.map_or(0.0, |bias| bias[o]);
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v + b;
+            }
+        }
+        Ok::<(), Error>(())
+    })?;
     Ok(out)
 }
 
@@ -261,8 +344,8 @@ mod tests {
             .collect()
     }
 
-    /// Max error relative to sum |x| |w| over the reduction (the f32 rounding bound's scale):
-    /// 1e-5 of it, about 100 f32 ulps of the largest possible term sum.
+    /// Tolerance: 2e-6 per summed term (each |x w| < 1, plus the bias), far above f32 rounding
+    /// (~6e-8 per term) and far below one wrong or missing term.
     fn check(g: ConvGeometry, with_bias: bool) {
         let (cin, cout, k) = (g.in_channels, g.out_channels, g.kernel);
         let x = values(g.batch * cin * g.height * g.width, 1 + cin as u64);
@@ -272,10 +355,10 @@ mod tests {
         let want = reference(&x, &w, bias, &g);
         let got = conv2d_im2col_f32(&x, &w, bias, &g).unwrap();
         assert_eq!(got.len(), want.len(), "{g:?}");
-        let scale = (cin * k * k) as f64;
+        let tolerance = 2e-6 * (cin * k * k + 1) as f64;
         for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
             assert!(
-                (a as f64 - b).abs() <= 1e-5 * scale,
+                (a as f64 - b).abs() <= tolerance,
                 "{g:?} bias {with_bias}: element {i}: {a} vs {b}"
             );
         }
@@ -296,6 +379,8 @@ mod tests {
             (1, 9, 4, 3, 3, 3, 2, 1),
             (2, 33, 12, 10, 10, 3, 1, 1),
             (1, 2, 3, 4, 4, 3, 2, 2),
+            // 400 output pixels: blocks cut at multiples of 64 pixels, mid-row.
+            (1, 3, 4, 40, 40, 3, 2, 1),
         ];
         for (batch, in_channels, out_channels, height, width, kernel, stride, padding) in cases {
             let g = ConvGeometry {
@@ -331,20 +416,39 @@ mod tests {
     }
 
     #[test]
-    fn blocks_cover_every_column_once() {
-        for (batch, pixels, depth) in [(2, 1024, 2880), (2, 64, 11520), (3, 7, 9), (1, 65536, 1152)]
-        {
-            let plan = blocks(batch, pixels, depth);
+    fn pixel_ranges_cover_each_pixel_once_in_bounded_shares() {
+        // (pixels, batch, max_cols, threads)
+        for (pixels, batch, max_cols, threads) in [
+            (1024, 2, 364, 2),
+            (64, 2, 91, 2),
+            (64, 1, 91, 2),
+            (7, 3, 1, 2),
+            (1, 1, 0, 4),
+            (65536, 1, 910, 2),
+            (256, 3, 1000, 4),
+        ] {
+            let ranges = pixel_ranges(pixels, batch, max_cols, threads);
             let mut next = 0;
-            for &(start, end) in &plan {
-                assert_eq!(start, next);
-                assert!(end > start);
-                // A block inside one item, or whole items.
-                let same_item = start / pixels == (end - 1) / pixels;
-                assert!(same_item || (start % pixels == 0 && end % pixels == 0));
-                next = end;
+            for r in &ranges {
+                assert_eq!(r.start, next, "{ranges:?}");
+                assert!(!r.is_empty());
+                // Within the budget, up to the 64-pixel rounding.
+                assert!(
+                    r.len() <= max_cols.max(1) + 64,
+                    "{ranges:?} over {max_cols}"
+                );
+                next = r.end;
             }
-            assert_eq!(next, batch * pixels);
+            assert_eq!(next, pixels);
+            // Every thread gets a share when there are enough pixels.
+            assert!(
+                batch * ranges.len() >= threads.min(batch * pixels),
+                "{ranges:?}"
+            );
         }
+        // Equal shares for 2 threads on one image: an even count of 64-aligned ranges.
+        let ranges = pixel_ranges(65536, 1, 910, 2);
+        assert_eq!(ranges.len() % 2, 0);
+        assert!(ranges.iter().all(|r| r.start % 64 == 0));
     }
 }
