@@ -2,7 +2,8 @@
 //! input by a broadcast weight, so its weight gradient is a sum over a leading dimension and its
 //! bias gradient a sum over two, both on candle's slow generic reduction. While training this one
 //! flattens to [B*T, in] (one GEMM, weight gradient included) and adds the bias with
-//! [`super::add_channel_bias`]. Inference runs candle_nn's forward unchanged. With `--weights
+//! [`super::add_channel_bias`]. CPU f32 inference runs [`super::dense`] (one GEMM into the
+//! bias rows), skinny inputs `forward_skinny`, anything else candle_nn's forward. With `--weights
 //! f16|q8` the weight is held packed ([`super::packed_weight`]) and widened in each forward.
 
 use std::sync::Arc;
@@ -107,7 +108,11 @@ impl Linear {
     /// The layer's own output, without its run-time adapter.
     fn forward_layer(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(packed) = &self.packed {
-            let dense = candle_nn::Linear::new(packed.unpack()?, self.inner.bias().cloned());
+            let weight = packed.unpack()?;
+            if let Some(y) = super::dense::dense_forward(x, &weight, self.inner.bias())? {
+                return Ok(y);
+            }
+            let dense = candle_nn::Linear::new(weight, self.inner.bias().cloned());
             return dense.forward(x);
         }
         let weight = self.inner.weight();
@@ -117,6 +122,11 @@ impl Linear {
             let rows = x.elem_count() / in_dim.max(1);
             if rows <= SKINNY_ROWS {
                 return self.forward_skinny(x, rows, in_dim);
+            }
+        }
+        if !training {
+            if let Some(y) = super::dense::dense_forward(x, weight, self.inner.bias())? {
+                return Ok(y);
             }
         }
         if !training || x.rank() < 2 {

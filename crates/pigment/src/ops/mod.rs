@@ -7,6 +7,7 @@ mod conv2d;
 pub mod conv2d_train;
 mod conv_kernel;
 mod conv_strided;
+mod dense;
 mod fast_exp;
 mod geglu;
 mod gemm;
