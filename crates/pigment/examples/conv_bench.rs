@@ -4,8 +4,10 @@
 //! on the same shapes.
 //!
 //! The pigment column is what `Conv2d` dispatches to (Winograd F(4x4, 3x3) or F(2x2, 3x3) for
-//! 3x3 stride-1 shapes, see ops/winograd.rs); the direct column is the implicit-GEMM kernel
-//! alone (Winograd off).
+//! 3x3 stride-1 shapes, see ops/winograd/; im2col blocks for stride 2, ops/conv_strided.rs;
+//! one GEMM per item for 1x1); the direct column is the same with Winograd off (the
+//! implicit-GEMM kernel for 3x3 stride 1, the same kernel as the pigment column otherwise).
+//! The VAE encoder's down-samplers are timed on the already padded (H+1)x(W+1) input.
 //!
 //! cargo run --release -p pigment --example conv_bench [--fast-only] [--only LABEL-PART] [--reps N]
 
