@@ -23,8 +23,10 @@ pub(super) struct Blocking {
 }
 
 impl Blocking {
-    /// 10 MB blocks and 6 MB task buffers: at most 10 MB + 2 * 6 MB per thread of temporaries
-    /// (`PIGMENT_WINOGRAD_BYTES` / `PIGMENT_WINOGRAD_TASK_BYTES` override them, for tuning).
+    /// 32 MB blocks and 6 MB task buffers: at most 32 MB + 2 * 6 MB per thread of temporaries.
+    /// Every block transforms the weights again, so the block holds all of SD1.5's UNet convs
+    /// at 512x512 (V of 320@64 at batch 2: 24 MB) in one, where 10 MB blocks transformed the
+    /// 320- and 640-channel weights 3 and 2 times (`PIGMENT_WINOGRAD_BYTES` / `PIGMENT_WINOGRAD_TASK_BYTES` override them, for tuning).
     /// Read once per process: every convolution call asks.
     pub(super) fn from_env() -> Self {
         static BLOCKING: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
@@ -37,7 +39,7 @@ impl Blocking {
                     .max(1)
             };
             Blocking {
-                block_bytes: var("PIGMENT_WINOGRAD_BYTES", 10 << 20),
+                block_bytes: var("PIGMENT_WINOGRAD_BYTES", 32 << 20),
                 task_bytes: var("PIGMENT_WINOGRAD_TASK_BYTES", 6 << 20),
             }
         })
