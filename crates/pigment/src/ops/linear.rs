@@ -75,7 +75,16 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.forward_layer(x)?;
+        let y = self.forward_layer(x, None)?;
+        adapted(self.adapter.as_ref(), x, y)
+    }
+}
+
+impl Linear {
+    /// forward(x) + residual, the add done in the GEMM's pass where the fused CPU path runs (a
+    /// transformer block's residual connections: one pass over the output fewer each).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let y = self.forward_layer(x, Some(residual))?;
         adapted(self.adapter.as_ref(), x, y)
     }
 }
@@ -105,14 +114,35 @@ impl Linear {
         y.reshape(dims)
     }
 
-    /// The layer's own output, without its run-time adapter.
-    fn forward_layer(&self, x: &Tensor) -> Result<Tensor> {
+    /// The layer's own output plus `residual`, without its run-time adapter.
+    fn forward_layer(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(y) = self.forward_fused(x, residual)? {
+            return Ok(y);
+        }
+        let y = self.forward_plain(x)?;
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
+    }
+
+    /// The one-pass GEMM of [`super::dense`] (CPU f32 inference, more than SKINNY_ROWS rows).
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
+        if x.track_op() || x.rank() < 2 || rows <= SKINNY_ROWS {
+            return Ok(None);
+        }
+        let bias = self.inner.bias();
+        match &self.packed {
+            Some(packed) => super::dense::dense_forward(x, &packed.unpack()?, bias, residual),
+            None => super::dense::dense_forward(x, self.inner.weight(), bias, residual),
+        }
+    }
+
+    /// The layer's own output by candle's ops (or the skinny GEMM).
+    fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(packed) = &self.packed {
-            let weight = packed.unpack()?;
-            if let Some(y) = super::dense::dense_forward(x, &weight, self.inner.bias())? {
-                return Ok(y);
-            }
-            let dense = candle_nn::Linear::new(weight, self.inner.bias().cloned());
+            let dense = candle_nn::Linear::new(packed.unpack()?, self.inner.bias().cloned());
             return dense.forward(x);
         }
         let weight = self.inner.weight();
@@ -122,11 +152,6 @@ impl Linear {
             let rows = x.elem_count() / in_dim.max(1);
             if rows <= SKINNY_ROWS {
                 return self.forward_skinny(x, rows, in_dim);
-            }
-        }
-        if !training {
-            if let Some(y) = super::dense::dense_forward(x, weight, self.inner.bias())? {
-                return Ok(y);
             }
         }
         if !training || x.rank() < 2 {

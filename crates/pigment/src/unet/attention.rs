@@ -69,6 +69,18 @@ impl Attention {
         hook: Option<&dyn AttentionHook>,
         spatial: (usize, usize),
     ) -> Result<Tensor> {
+        self.forward_residual(x, context, hook, spatial, None)
+    }
+
+    /// [`Self::forward`] plus `residual` (the block's input), added in to_out's pass.
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        hook: Option<&dyn AttentionHook>,
+        spatial: (usize, usize),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let context = match (self.is_cross_attention, context) {
             (true, Some(c)) => c,
             _ => x,
@@ -90,7 +102,10 @@ impl Attention {
         let q = self.to_q.forward(x)?;
         let probs_hook = hook.map(|h| move |p: &Tensor| h.attention_probs(&site, p));
         let out = multi_head_attention(&q, &k, &v, self.heads, self.upcast_attention, probs_hook)?;
-        Ok(self.to_out.forward(&out)?)
+        Ok(match residual {
+            Some(r) => self.to_out.forward_add(&out, r)?,
+            None => self.to_out.forward(&out)?,
+        })
     }
 }
 

@@ -29,7 +29,8 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// FF(x) + residual.
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (batch, tokens, dim) = x.dims3()?;
         let rows = batch * tokens;
         // Inference on many tokens: the rows in chunks (diffusers' enable_forward_chunking; rows
@@ -37,21 +38,26 @@ impl FeedForward {
         // and its GEGLU halves are the largest activations of the UNet (SD1.5 at 512x512,
         // batch 2: 84 + 2 x 42 MB at once, 21 + 2 x 10.5 MB in chunks).
         if rows <= FF_CHUNK_ROWS || x.track_op() {
-            return self.forward_rows(x);
+            return self.forward_rows(x, residual);
         }
         let flat = x.reshape((rows, dim))?;
+        let flat_residual = residual.reshape((rows, dim))?;
         let chunks = (0..rows)
             .step_by(FF_CHUNK_ROWS)
             .map(|start| {
-                self.forward_rows(&flat.narrow(0, start, FF_CHUNK_ROWS.min(rows - start))?)
+                let len = FF_CHUNK_ROWS.min(rows - start);
+                self.forward_rows(
+                    &flat.narrow(0, start, len)?,
+                    &flat_residual.narrow(0, start, len)?,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&chunks, 0)?.reshape((batch, tokens, dim))?)
     }
 
-    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_rows(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let h = crate::ops::geglu(&self.proj.forward(x)?)?;
-        Ok(self.out.forward(&h)?)
+        Ok(self.out.forward_add(&h, residual)?)
     }
 }
 
@@ -107,15 +113,18 @@ impl BasicTransformerBlock {
         spatial: (usize, usize),
     ) -> Result<Tensor> {
         let ctx1 = self.only_cross_attention.then_some(context);
-        let x = (self
-            .attn1
-            .forward(&self.norm1.forward(x)?, ctx1, hook, spatial)?
-            + x)?;
-        let x = (self
-            .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context), hook, spatial)?
-            + &x)?;
-        Ok((self.ff.forward(&self.norm3.forward(&x)?)? + &x)?)
+        // Each residual add rides in the output projection's GEMM (Linear::forward_add).
+        let x =
+            self.attn1
+                .forward_residual(&self.norm1.forward(x)?, ctx1, hook, spatial, Some(x))?;
+        let x = self.attn2.forward_residual(
+            &self.norm2.forward(&x)?,
+            Some(context),
+            hook,
+            spatial,
+            Some(&x),
+        )?;
+        self.ff.forward_add(&self.norm3.forward(&x)?, &x)
     }
 }
 
@@ -210,17 +219,18 @@ mod tests {
     use crate::bench::RandomWeights;
     use candle_core::{DType, Device};
 
-    /// The chunked inference path computes each row as the whole-tensor path does: same numbers
-    /// (tolerance 1e-6: only the GEMM's blocking over rows may differ), for a row count that
-    /// is not a multiple of the chunk.
+    /// The chunked inference path computes each row (residual added) as the whole-tensor path
+    /// does: same numbers (tolerance 1e-6: only the GEMM's blocking over rows may differ), for
+    /// a row count that is not a multiple of the chunk.
     #[test]
     fn chunked_feed_forward_matches_the_whole() {
         let dev = Device::Cpu;
         let ff = FeedForward::new(RandomWeights::var_builder(5, DType::F32, &dev), 16).unwrap();
         let rows = 2 * FF_CHUNK_ROWS + 300;
         let x = Tensor::randn(0f32, 1.0, (2, rows / 2, 16), &dev).unwrap();
-        let chunked = ff.forward(&x).unwrap();
-        let whole = ff.forward_rows(&x).unwrap();
+        let residual = Tensor::randn(0f32, 1.0, x.dims(), &dev).unwrap();
+        let chunked = ff.forward_add(&x, &residual).unwrap();
+        let whole = ff.forward_rows(&x, &residual).unwrap();
         assert_eq!(chunked.dims(), whole.dims());
         let diff = (chunked - whole)
             .unwrap()
