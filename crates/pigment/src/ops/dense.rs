@@ -69,10 +69,15 @@ impl Dense {
         (rows, in_dim, out_dim): (usize, usize, usize),
     ) -> Result<Vec<f32>> {
         let mut y = match (initial, &self.bias) {
-            (Some(r), Some(b)) => r
-                .chunks_exact(out_dim)
-                .flat_map(|row| row.iter().zip(b).map(|(v, c)| v + c))
-                .collect(),
+            (Some(r), Some(b)) => {
+                let mut y = r.to_vec();
+                for row in y.chunks_exact_mut(out_dim) {
+                    for (v, c) in row.iter_mut().zip(b) {
+                        *v += c;
+                    }
+                }
+                y
+            }
             (Some(r), None) => r.to_vec(),
             (None, Some(b)) => b.repeat(rows),
             (None, None) => vec![0f32; rows * out_dim],
