@@ -71,6 +71,14 @@ pub(crate) struct Slot {
 }
 
 impl LayerAdapter for Slot {
+    fn is_active(&self) -> bool {
+        !self
+            .factors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     fn adapt(&self, x: &Tensor, mut y: Tensor) -> candle_core::Result<Tensor> {
         let factors = self.factors.read().unwrap_or_else(|e| e.into_inner());
         for f in factors.iter() {

@@ -152,6 +152,11 @@ impl Conv2d {
         }
     }
 
+    /// Whether a run-time adapter (LoRA, LoCon) adds to this layer's output now.
+    pub fn has_active_adapter(&self) -> bool {
+        self.adapter.as_ref().is_some_and(|a| a.is_active())
+    }
+
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }

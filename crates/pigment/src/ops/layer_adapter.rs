@@ -15,6 +15,12 @@ use candle_core::Tensor;
 pub trait LayerAdapter: Send + Sync + std::fmt::Debug {
     /// `y` (the layer's own output for input `x`) plus the adapter's term.
     fn adapt(&self, x: &Tensor, y: Tensor) -> candle_core::Result<Tensor>;
+
+    /// Whether `adapt` adds anything now (an empty run-time LoRA slot does not): layers with
+    /// no active adapter may take fused paths that never call it.
+    fn is_active(&self) -> bool {
+        true
+    }
 }
 
 /// The kind of layer an adapter is asked for; a conv adapter applies its first factor with the

@@ -68,6 +68,11 @@ impl Linear {
         }
     }
 
+    /// Whether a run-time adapter (LoRA) adds to this layer's output now.
+    pub fn has_active_adapter(&self) -> bool {
+        self.adapter.as_ref().is_some_and(|a| a.is_active())
+    }
+
     pub fn bias(&self) -> Option<&Tensor> {
         self.inner.bias()
     }

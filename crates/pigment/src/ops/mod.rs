@@ -16,6 +16,7 @@ pub mod layer_adapter;
 mod layer_norm;
 mod linear;
 pub mod packed_weight;
+mod token_projection;
 mod winograd;
 
 pub use attention::{fused_attention, set_fast_attention, FusedAttention};
@@ -26,6 +27,7 @@ pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use packed_weight::{WeightFormat, WeightFormatScope};
+pub use token_projection::{map_to_tokens, tokens_to_map};
 pub use winograd::set_winograd_conv;
 
 /// max |a - b| over all elements, for the kernels' unit tests.

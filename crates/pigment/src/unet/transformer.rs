@@ -134,6 +134,28 @@ enum Projection {
     Linear(Linear),
 }
 
+impl Projection {
+    /// Weight [out, in] and bias as a linear map over channels (both forms are one), for the
+    /// fused map/token projections; None while a run-time adapter adds to the layer.
+    fn as_linear(&self) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        Ok(match self {
+            Projection::Conv(conv) if !conv.has_active_adapter() => {
+                let w = conv.weight()?;
+                let (out, inp, kh, kw) = w.dims4()?;
+                (kh == 1 && kw == 1)
+                    .then(|| -> Result<_> {
+                        Ok((w.contiguous()?.reshape((out, inp))?, conv.bias().cloned()))
+                    })
+                    .transpose()?
+            }
+            Projection::Linear(lin) if !lin.has_active_adapter() => {
+                Some((lin.weight()?, lin.bias().cloned()))
+            }
+            _ => None,
+        })
+    }
+}
+
 /// GroupNorm (eps 1e-6) -> proj_in -> transformer blocks over the h*w pixels -> proj_out, plus
 /// the input as residual.
 pub struct Transformer2DModel {
@@ -198,12 +220,23 @@ impl Transformer2DModel {
                 .contiguous()?)
         };
         let normed = self.norm.forward(x)?;
-        let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
-            Projection::Linear(lin) => lin.forward(&to_tokens(&normed)?)?,
+        // CPU f32 inference: one strided GEMM each way, no permuted copies (ops::token_projection).
+        let fused_in = match self.proj_in.as_linear()? {
+            Some((w, bias)) => crate::ops::map_to_tokens(&normed, &w, bias.as_ref())?,
+            None => None,
+        };
+        let mut tokens = match (fused_in, &self.proj_in) {
+            (Some(tokens), _) => tokens,
+            (None, Projection::Conv(conv)) => to_tokens(&conv.forward(&normed)?)?,
+            (None, Projection::Linear(lin)) => lin.forward(&to_tokens(&normed)?)?,
         };
         for block in &self.blocks {
             tokens = block.forward(&tokens, context, hook, (h, w))?;
+        }
+        if let Some((w, bias)) = self.proj_out.as_linear()? {
+            if let Some(out) = crate::ops::tokens_to_map(&tokens, &w, bias.as_ref(), x)? {
+                return Ok(out);
+            }
         }
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_map(&tokens)?)?,
