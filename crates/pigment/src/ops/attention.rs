@@ -121,7 +121,7 @@ impl CustomOp3 for FusedAttention {
             .map(|&(b, h, qb)| attend_block(q, k, v, &geometry, b, h, qb))
             .collect::<Result<_>>()?;
 
-        let mut out = vec![0f32; batch * lq * width];
+        let mut out = super::buffers::zeros(batch * lq * width);
         for (&(b, h, qb), block) in tasks.iter().zip(&blocks) {
             let q0 = qb * BLOCK_Q;
             for (i, row) in block.chunks_exact(head_dim).enumerate() {
@@ -307,9 +307,11 @@ mod tests {
     fn a_late_huge_logit_is_rescaled() -> Result<()> {
         let dev = Device::Cpu;
         let (lq, lk, d) = (3, BLOCK_K * 2 + 76, 8);
-        let q = Tensor::randn(0f32, 1.0, (1, lq, d), &dev)?;
+        // Query 0 is all ones (|q|^2 = d), so its logit against the planted key is fixed.
+        let mut q_rows = Tensor::randn(0f32, 1.0, (1, lq, d), &dev)?.to_vec3::<f32>()?;
+        q_rows[0][0] = vec![1.0; d];
+        let q = Tensor::new(q_rows.clone(), &dev)?;
         let mut keys = Tensor::randn(0f32, 1.0, (1, lk, d), &dev)?.to_vec3::<f32>()?;
-        let q_rows = q.to_vec3::<f32>()?;
         let late = BLOCK_K + 300;
         keys[0][late] = q_rows[0][0].iter().map(|x| x * 60.0).collect();
         let k = Tensor::new(keys, &dev)?;

@@ -147,7 +147,7 @@ pub(crate) fn conv2d_f32(
     if k == 1 && s == 1 && g.padding == 0 {
         return pointwise(x, taps, bias, g);
     }
-    let mut out = vec![0f32; g.batch * cout * oh * ow];
+    let mut out = super::buffers::zeros(g.batch * cout * oh * ow);
     for b in 0..g.batch {
         let x_item = &x[b * item_in..][..item_in];
         let phases = build_phases(x_item, g, oh);
@@ -219,7 +219,7 @@ fn pointwise(
     let (cin, cout) = (g.in_channels, g.out_channels);
     let pixels = g.height * g.width;
     let item_out = cout * pixels;
-    let mut out = vec![0f32; g.batch * item_out];
+    let mut out = super::buffers::zeros(g.batch * item_out);
     if out.is_empty() {
         return Ok(out);
     }

@@ -191,7 +191,7 @@ pub(crate) fn conv2d_im2col_f32(
     }
     let pixels = oh * ow;
     let item_out = cout * pixels;
-    let mut out = vec![0f32; g.batch * item_out];
+    let mut out = super::buffers::zeros(g.batch * item_out);
     if out.is_empty() {
         return Ok(out);
     }

@@ -80,7 +80,7 @@ impl Dense {
             }
             (Some(r), None) => r.to_vec(),
             (None, Some(b)) => b.repeat(rows),
-            (None, None) => vec![0f32; rows * out_dim],
+            (None, None) => super::buffers::zeros(rows * out_dim),
         };
         gemm_f32(
             &mut y,

@@ -43,7 +43,7 @@ impl CustomOp1 for Geglu {
             candle_core::bail!("geglu: the last axis ({width}) must split in two halves");
         }
         let half = width / 2;
-        let mut out = vec![0f32; x.len() / 2];
+        let mut out = super::buffers::zeros(x.len() / 2);
         out.par_chunks_mut(half)
             .zip(x.par_chunks(width))
             .with_min_len(16)

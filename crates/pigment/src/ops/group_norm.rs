@@ -178,7 +178,7 @@ impl CustomOp1 for FastGroupNorm {
         let spatial: usize = dims[2..].iter().product();
         let per_group = channels / self.groups;
         let group_len = per_group * spatial;
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::buffers::zeros(x.len());
         let work = |(g_index, (src, dst)): (usize, (&[f32], &mut [f32]))| {
             let g = g_index % self.groups;
             // Two passes like torch's and candle's: mean, then the mean of squared deviations

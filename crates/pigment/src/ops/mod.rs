@@ -2,6 +2,7 @@
 //! (other devices and dtypes fall back to candle).
 
 mod attention;
+mod buffers;
 mod channel;
 mod conv2d;
 pub mod conv2d_train;

@@ -120,7 +120,7 @@ pub(super) fn run<K: Kind>(
             9 * cout * cin
         )));
     }
-    let mut out = vec![0f32; g.batch * cout * oh * ow];
+    let mut out = crate::ops::buffers::zeros(g.batch * cout * oh * ow);
     if out.is_empty() || cin == 0 {
         if let Some(bias) = bias {
             for (plane, &b) in out.chunks_exact_mut(oh * ow).zip(bias.iter().cycle()) {
@@ -169,7 +169,7 @@ pub(super) fn run<K: Kind>(
     let in_groups = even_ranges(cin, threads * 4);
     // V for the largest block, allocated once (every element is written before it is read).
     let max_rows = row_blocks.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut v_buf = vec![0f32; nn * cin * max_rows * tiles_x];
+    let mut v_buf = crate::ops::buffers::zeros(nn * cin * max_rows * tiles_x);
     // One scratch per pool thread, reused by every task and block of this call.
     let scratches: Vec<Mutex<TaskScratch>> = (0..rayon::current_num_threads().max(1))
         .map(|_| Mutex::default())
