@@ -70,10 +70,7 @@ pub struct FusedAttention {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("fused attention: needs contiguous f32 tensors on the CPU"),
-    }
+    super::buffers::contiguous_f32(storage, layout, "fused attention")
 }
 
 impl CustomOp3 for FusedAttention {

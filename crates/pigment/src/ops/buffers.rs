@@ -1,9 +1,24 @@
-//! Output buffers of the CPU kernels, zeroed by the thread pool. A kernel's `vec![0f32; n]` ran
+//! The CPU kernels' buffers: a custom op's input as an f32 slice, and output buffers zeroed
+//! by the thread pool. A kernel's `vec![0f32; n]` ran
 //! on the calling thread while the pool's threads waited: glibc's calloc clears a recycled heap
 //! block (below 32 MiB, the UNet's activations) with one serial memset. Here the pool clears
 //! those in parallel; larger buffers come from fresh mappings, already zero, and stay calloc's.
 
+use candle_core::{CpuStorage, Layout};
 use rayon::prelude::*;
+
+/// The f32 elements of a contiguous CPU tensor given to a custom op; `op` names the op in the
+/// error for any other input.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("{op}: needs contiguous f32 tensors on the CPU"),
+    }
+}
 
 /// Elements each task clears (256 KB).
 const CHUNK: usize = 1 << 16;

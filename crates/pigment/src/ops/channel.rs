@@ -68,10 +68,7 @@ fn split(shape: &Shape, dim: usize) -> Result<(usize, usize, usize)> {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("per-channel op: needs contiguous f32 tensors on the CPU"),
-    }
+    super::buffers::contiguous_f32(storage, layout, "per-channel op")
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -118,10 +118,7 @@ impl Dense {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("dense: needs contiguous f32 tensors on the CPU"),
-    }
+    super::buffers::contiguous_f32(storage, layout, "dense")
 }
 
 impl CustomOp2 for Dense {

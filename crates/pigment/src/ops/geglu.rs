@@ -35,10 +35,7 @@ impl CustomOp1 for Geglu {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = layout.shape().dims();
         let width = dims.last().copied().unwrap_or(0);
-        let x = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
-            _ => candle_core::bail!("geglu: needs a contiguous f32 input"),
-        };
+        let x = super::buffers::contiguous_f32(storage, layout, "geglu")?;
         if width == 0 || width % 2 != 0 {
             candle_core::bail!("geglu: the last axis ({width}) must split in two halves");
         }

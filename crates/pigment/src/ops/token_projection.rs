@@ -67,10 +67,7 @@ pub fn tokens_to_map(
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("token projection: needs contiguous f32 tensors on the CPU"),
-    }
+    super::buffers::contiguous_f32(storage, layout, "token projection")
 }
 
 struct MapToTokens {

@@ -95,13 +95,7 @@ impl StableDiffusion {
         weights: WeightFormat,
     ) -> Result<Self> {
         let start = Instant::now();
-        let checkpoint = Checkpoint::open_with_config(
-            path,
-            &OpenOptions {
-                prediction: options.prediction,
-            },
-            options.config.as_deref(),
-        )?;
+        let checkpoint = open_checkpoint(path, options)?;
         Self::from_checkpoint(&checkpoint, options, weights, false, start)
     }
 
@@ -122,13 +116,7 @@ impl StableDiffusion {
                  does not: use --lora-mode merge (the default) with --low-memory",
             ));
         }
-        let checkpoint = Checkpoint::open_with_config(
-            path,
-            &OpenOptions {
-                prediction: options.prediction,
-            },
-            options.config.as_deref(),
-        )?;
+        let checkpoint = open_checkpoint(path, options)?;
         Self::from_checkpoint(&checkpoint, options, weights, true, start)
     }
 
@@ -229,6 +217,17 @@ impl StableDiffusion {
     pub fn vae_scale_factor(&self) -> usize {
         self.vae.config().downscale_factor()
     }
+}
+
+/// The checkpoint at `path` with the options' prediction and config overrides.
+fn open_checkpoint(path: &Path, options: &LoadOptions) -> Result<Checkpoint> {
+    Checkpoint::open_with_config(
+        path,
+        &OpenOptions {
+            prediction: options.prediction,
+        },
+        options.config.as_deref(),
+    )
 }
 
 /// The checkpoint's own tokenizer when it has one; otherwise the standard CLIP vocabulary with

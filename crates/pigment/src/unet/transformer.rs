@@ -265,16 +265,7 @@ mod tests {
         let chunked = ff.forward_add(&x, &residual).unwrap();
         let whole = ff.forward_rows(&x, &residual).unwrap();
         assert_eq!(chunked.dims(), whole.dims());
-        let diff = (chunked - whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::ops::max_abs_diff(&chunked, &whole);
         assert!(diff <= 1e-6, "chunked vs whole: {diff}");
     }
 }
