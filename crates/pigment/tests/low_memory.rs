@@ -86,16 +86,7 @@ fn a_deferred_model_keeps_textual_inversion_across_reloads() {
 
 #[test]
 fn low_memory_txt2img_matches_txt2img_and_frees_the_text_encoder_and_unet() {
-    let request = Txt2ImgRequest {
-        prompt: "a red circle".into(),
-        negative_prompt: "blurry".into(),
-        steps: 3,
-        sampler: SamplerKind::Euler,
-        seed: 7,
-        width: 64,
-        height: 64,
-        ..Txt2ImgRequest::default()
-    };
+    let request = request("a red circle");
     let plain = load().txt2img(&request, &mut |_, _| {}).unwrap();
     let mut model = load();
     let low = model.txt2img_low_memory(&request, &mut |_, _| {}).unwrap();

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use super::random_weights::RandomWeights;
 use crate::error::{Error, Result};
 use crate::ops::{WeightFormat, WeightFormatScope};
-use crate::pipelines::deferred::{text_encoder_stand_in, unet_stand_in, Residency};
+use crate::pipelines::deferred::{DeferredParts, Residency};
 use crate::pipelines::{ComponentSource, StableDiffusion};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
@@ -186,23 +186,17 @@ impl Arch {
             device: device.clone(),
             weights,
         };
-        let vae = if defer {
-            AutoencoderKL::without_weights(&c.vae, dtype)?
-        } else {
-            source.vae()?
-        };
-        let (text_encoder, unet, residency) = if defer {
-            let residency = Residency {
-                source: Some(Arc::new(source.clone())),
-                text_encoder_released: true,
-                unet_released: true,
-                token_rows: Vec::new(),
-            };
-            let text_encoder = text_encoder_stand_in(dtype, device)?;
-            (text_encoder, unet_stand_in(dtype, device)?, residency)
+        let (text_encoder, unet, vae, residency) = if defer {
+            let parts = DeferredParts::new(Arc::new(source), &c.vae, dtype, device)?;
+            (parts.text_encoder, parts.unet, parts.vae, parts.residency)
         } else {
             let text_encoder = source.text_encoder()?;
-            (text_encoder, source.unet()?, Residency::default())
+            (
+                text_encoder,
+                source.unet()?,
+                source.vae()?,
+                Residency::default(),
+            )
         };
         Ok(StableDiffusion {
             tokenizer,
@@ -231,7 +225,6 @@ const COMPONENT_UNET: u64 = 2;
 const COMPONENT_VAE: u64 = 3;
 
 /// The random text encoder and UNet of one architecture and seed: the same weights each time.
-#[derive(Clone)]
 struct RandomSource {
     configs: ArchConfigs,
     seed: u64,

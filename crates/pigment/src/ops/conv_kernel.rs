@@ -265,18 +265,7 @@ fn pointwise(
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::test_values as values;
 
     /// The 1x1 path against an f64 sum, on channel counts that do not fill whole 16-channel
     /// chunks and batches below, at and above the thread count. Tolerance: 2e-6 per summed term

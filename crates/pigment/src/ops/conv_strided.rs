@@ -294,20 +294,7 @@ mod tests {
         y
     }
 
-    /// Deterministic values in [-1, 1) (a small LCG: no test depends on a random seed).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::test_values as values;
 
     /// Tolerance: 2e-6 per summed term (each |x w| < 1, plus the bias), far above f32 rounding
     /// (~6e-8 per term) and far below one wrong or missing term.

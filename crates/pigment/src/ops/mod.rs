@@ -31,6 +31,23 @@ pub use packed_weight::{WeightFormat, WeightFormatScope};
 pub use token_projection::{map_to_tokens, tokens_to_map};
 pub use winograd::set_winograd_conv;
 
+/// Deterministic values in [-1, 1) for the kernels' unit tests (a small LCG: no test depends
+/// on a random seed).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// max |a - b| over all elements, for the kernels' unit tests.
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {

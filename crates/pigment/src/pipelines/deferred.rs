@@ -23,7 +23,7 @@ use crate::ops::{WeightFormat, WeightFormatScope};
 use crate::pipelines::StableDiffusion;
 use crate::text::{ClipTextConfig, ClipTextModel};
 use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
-use crate::vae::AutoencoderKL;
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::weights::{Checkpoint, Component};
 
 /// Where a deferred model's text encoder and UNet are built from, each time a run needs them.
@@ -44,6 +44,36 @@ pub(crate) struct Residency {
     /// Textual-inversion vectors appended to the token table, in order: appended again to a
     /// text encoder that is loaded anew.
     pub token_rows: Vec<Tensor>,
+}
+
+/// A deferred model's parts before its first run: weightless stand-ins for the text encoder,
+/// the UNet and the VAE, and the residency that loads them from the source.
+pub(crate) struct DeferredParts {
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub residency: Residency,
+}
+
+impl DeferredParts {
+    pub fn new(
+        source: Arc<dyn ComponentSource>,
+        vae_config: &AutoencoderKLConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            text_encoder: text_encoder_stand_in(dtype, device)?,
+            unet: unet_stand_in(dtype, device)?,
+            vae: AutoencoderKL::without_weights(vae_config, dtype)?,
+            residency: Residency {
+                source: Some(source),
+                text_encoder_released: true,
+                unet_released: true,
+                token_rows: Vec::new(),
+            },
+        })
+    }
 }
 
 /// A checkpoint's components with the merged LoRAs and the weight format of the first load.

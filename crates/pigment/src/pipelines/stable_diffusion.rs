@@ -10,10 +10,9 @@ use candle_core::{DType, Device};
 use crate::adapters::{with_runtime_slots, LoraMode, LoraReport, LoraSet, RuntimeLoras};
 use crate::error::{Error, Result};
 use crate::ops::{WeightFormat, WeightFormatScope};
-use crate::pipelines::deferred::{
-    text_encoder_stand_in, unet_stand_in, CheckpointSource, Residency,
-};
+use crate::pipelines::deferred::{CheckpointSource, DeferredParts, Residency};
 use crate::pipelines::textual_inversion::LoadedEmbedding;
+use crate::pipelines::ComponentSource;
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::unet::UNet2DConditionModel;
@@ -138,21 +137,16 @@ impl StableDiffusion {
         let runtime = options.lora_mode == LoraMode::Runtime;
         let loras = LoraSet::load(ck, if runtime { &[] } else { &options.loras })?;
         let slots = crate::adapters::SlotSink::default();
-        let (text_encoder, unet, residency) = if defer {
-            let residency = Residency {
-                source: Some(Arc::new(CheckpointSource {
-                    checkpoint: ck.clone(),
-                    loras: loras.clone(),
-                    dtype,
-                    device: device.clone(),
-                    weights,
-                })),
-                text_encoder_released: true,
-                unet_released: true,
-                token_rows: Vec::new(),
-            };
-            let text_encoder = text_encoder_stand_in(dtype, device)?;
-            (text_encoder, unet_stand_in(dtype, device)?, residency)
+        let source = CheckpointSource {
+            checkpoint: ck.clone(),
+            loras: loras.clone(),
+            dtype,
+            device: device.clone(),
+            weights,
+        };
+        let (text_encoder, unet, vae, residency) = if defer {
+            let parts = DeferredParts::new(Arc::new(source), &ck.vae_config, dtype, device)?;
+            (parts.text_encoder, parts.unet, parts.vae, parts.residency)
         } else {
             let _packing = WeightFormatScope::enter(weights);
             let text_encoder =
@@ -168,20 +162,12 @@ impl StableDiffusion {
                     &ck.unet_config,
                 )
             })?;
-            (text_encoder, unet, Residency::default())
+            (text_encoder, unet, source.vae()?, Residency::default())
         };
         let runtime_loras = runtime.then(|| RuntimeLoras::from_sink(slots, device, dtype));
         let lora_reports = match &runtime_loras {
             Some(r) => r.set(&options.loras)?,
             None => loras.reports().to_vec(),
-        };
-        let vae = if defer {
-            AutoencoderKL::without_weights(&ck.vae_config, dtype)?
-        } else {
-            AutoencoderKL::new(
-                ck.var_builder(Component::Vae, dtype, device)?,
-                &ck.vae_config,
-            )?
         };
         let mut scheduler_config = ck.scheduler_config.clone();
         scheduler_config.prediction_type = match ck.prediction {
