@@ -85,3 +85,51 @@ fn shipped_model_draws_what_simple_prompts_ask() {
         "one object in {count_right} of {images} images"
     );
 }
+
+/// What the UNet sees at generation is what it trained on: the training stage's token ids
+/// (`ClipTokenizer::embedded`, padded to `recipe::TEXT_TOKENS`) and the text tower's last
+/// hidden states, through both prompt paths of the pipeline (plain and A1111 syntax), for
+/// plain, long and empty (the dropped-caption) prompts.
+#[test]
+fn pipeline_conditions_exactly_as_training_did() {
+    use candle_core::Tensor;
+    use pigment::builtin::recipe::TEXT_TOKENS;
+    use pigment::text::ClipTokenizer;
+
+    let dir = builtin_model_dir().unwrap();
+    let model = StableDiffusion::load(&dir, &LoadOptions::default()).unwrap();
+    let training_tokenizer = ClipTokenizer::embedded().unwrap();
+    for caption in [
+        "a red star",
+        "a small cyan cross below a white circle, green and orange background",
+        "",
+    ] {
+        let ids = training_tokenizer
+            .encode_padded(caption, TEXT_TOKENS)
+            .unwrap();
+        assert_eq!(
+            model.tokenizer.encode_padded(caption, TEXT_TOKENS).unwrap(),
+            ids,
+            "{caption:?}: token ids differ"
+        );
+        let ids = Tensor::from_vec(ids, (1, TEXT_TOKENS), &model.device).unwrap();
+        let trained_on = model.text_encoder.forward(&ids).unwrap();
+        let plain = model.encode_prompts(&[caption], 1).unwrap();
+        let a1111 = model.encode_prompts_a1111(&[caption], 1).unwrap().remove(0);
+        for (path, got) in [("plain", plain), ("a1111", a1111)] {
+            assert_eq!(got.dims(), trained_on.dims(), "{path} {caption:?}");
+            let diff = (got - &trained_on)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(
+                diff, 0.0,
+                "{path} prompt path for {caption:?} differs by {diff}"
+            );
+        }
+    }
+}
