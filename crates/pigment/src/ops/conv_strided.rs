@@ -13,6 +13,13 @@
 //! thread at once and the GEMMs without gemm's thread synchronisation (one shared block at a
 //! time, built in parallel and multiplied by gemm's own threading, measured 1.3-2x slower on SD's shapes, 2 threads, best of 3 runs on a busy machine).
 //!
+//! Tried and dropped: a stride-2 Winograd tile for the 3x3 down-samplers (each 1-D output pair
+//! split into its even taps, done as F(2, 2), and its odd tap: 25 instead of 36 multiplies per
+//! 2x2 output tile, on the Winograd driver of winograd/). It ran 13-14.7 ms against this
+//! kernel's 11.9-12.6 ms on SD's 320-channel down-sampler at batch 2 (2 threads, same run): its
+//! 25 GEMMs reduce over K = in channels only and ran at ~200 GFLOP/s against the deep K's
+//! ~320, which with the transforms ate the 0.69x in multiplies.
+//!
 //! Row r = (c * k + ky) * k + kx of the column matrix holds, for every output pixel (oy, ox) of
 //! the block, the input pixel x[c, s*oy + ky - p, s*ox + kx - p] (0 outside the image), so the
 //! weight is the layer's own [out, in, k, k] = [out, in*k*k] matrix, and the k*k rows of one
