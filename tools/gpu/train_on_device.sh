@@ -8,6 +8,9 @@
 # Inputs:  .gpu/pigment.xz; .gpu/vae/{config.json,diffusion_pytorch_model.safetensors} (the VAE
 #          the UNet trains on; VAE_DIR overrides); models/builtin (text encoder + CLIP).
 # Env:     TRAIN_SECONDS (default 360), BATCH (128), LR (8e-4), SEED (0), OUT (default gpu-out);
+#          INIT (a .safetensors of the recipe's UNet, e.g. the shipped
+#          models/builtin/unet/diffusion_pytorch_model.safetensors: training continues from those
+#          weights with a fresh optimiser, so GPU windows add up across sessions);
 #          for a dry run on a machine without a GPU: PIGMENT_BIN=target/debug/pigment DEVICE=cpu.
 # Outputs in $OUT (at most 8 files come back from the device): train.log (everything printed),
 #          smoke.png, sample.png (the new model), loss.jsonl, timing.txt, unet.safetensors and
@@ -23,6 +26,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 BATCH=${BATCH:-128}
 LR=${LR:-8e-4}
 SEED=${SEED:-0}
+INIT=${INIT:-}
 OUT=${OUT:-$PWD/gpu-out}
 VAE_DIR=${VAE_DIR:-.gpu/vae}
 DEVICE=${DEVICE:-cuda}
@@ -30,6 +34,11 @@ mkdir -p "$OUT"
 
 main() {
     local start=$SECONDS
+    local init_args=()
+    if [ -n "$INIT" ]; then
+        [ -f "$INIT" ] || die "INIT=$INIT is not a file"
+        init_args=(--init "$INIT")
+    fi
     # Everything must be done by this many seconds after the start (30 s kept for the end).
     local finish_by=$((start + TRAIN_SECONDS + 150 - 30))
     [ -f Cargo.toml ] && [ -d models/builtin ] || die "run from the repository root (no models/builtin here)"
@@ -118,7 +127,7 @@ PY
     rm -rf "$scratch" && mkdir -p "$scratch" && cp -r "$work/clip" "$work/vae" "$scratch/"
     echo "== timing: 25 throwaway steps, batch $BATCH"
     t0=$SECONDS
-    "$PIGMENT" train unet --device "$DEVICE" --work "$scratch" --steps 25 --batch "$BATCH" --lr "$LR" \
+    "$PIGMENT" train unet "${init_args[@]}" --device "$DEVICE" --work "$scratch" --steps 25 --batch "$BATCH" --lr "$LR" \
         --seed "$SEED" --checkpoint-every 0 || die "the timing run failed (see above)"
     local scratch_wall=$((SECONDS - t0))
     read -r step_time startup < <("$py" - "$scratch/unet/loss.jsonl" "$scratch_wall" <<'PY'
@@ -140,7 +149,7 @@ PY
         for dev in cpu "$DEVICE"; do
             rm -rf "/tmp/pigment-parity-$dev" && mkdir -p "/tmp/pigment-parity-$dev"
             cp -r "$work/clip" "$work/vae" "/tmp/pigment-parity-$dev/"
-            "$PIGMENT" train unet --device "$dev" --work "/tmp/pigment-parity-$dev" --steps 3 \
+            "$PIGMENT" train unet "${init_args[@]}" --device "$dev" --work "/tmp/pigment-parity-$dev" --steps 3 \
                 --batch 8 --lr "$LR" --seed "$SEED" --checkpoint-every 0 >/dev/null 2>&1 ||
                 echo "WARNING: parity run on $dev failed"
         done
@@ -171,7 +180,7 @@ PY
     local box=$((finish_by - SECONDS - 25))
     echo "== training: $steps steps, batch $BATCH, lr $LR, checkpoint every $every (time box $box s)"
     t0=$SECONDS
-    timeout --signal=TERM "$box" "$PIGMENT" train unet --device "$DEVICE" --work "$work" --steps "$steps" \
+    timeout --signal=TERM "$box" "$PIGMENT" train unet "${init_args[@]}" --device "$DEVICE" --work "$work" --steps "$steps" \
         --batch "$BATCH" --lr "$LR" --seed "$SEED" --checkpoint-every "$every"
     local rc=$?
     kill "$smi" 2>/dev/null
@@ -183,7 +192,7 @@ PY
         last=$(ls -d "$work/unet/checkpoints"/*/ 2>/dev/null | sed 's#/$##; s#.*[^0-9]\([0-9][0-9]*\)$#\1#' | sort -n | tail -1)
         [ -n "$last" ] || die "training failed before its first checkpoint"
         echo "WARNING: finishing from the checkpoint at step $((10#$last))"
-        "$PIGMENT" train unet --device "$DEVICE" --work "$work" --steps "$((10#$last))" \
+        "$PIGMENT" train unet "${init_args[@]}" --device "$DEVICE" --work "$work" --steps "$((10#$last))" \
             --batch "$BATCH" --lr "$LR" --seed "$SEED" --checkpoint-every "$every" ||
             die "cannot write the weights from the newest checkpoint"
     fi
