@@ -141,6 +141,24 @@ PY
     ) || die "cannot read the timing run's loss log"
     [ -n "${step_time:-}" ] || die "no step time measured"
 
+    # 5a. The same 25 steps with candle's own conv2d backward (PIGMENT_CUDA_CONV_BACKWARD=candle)
+    #     instead of Pigment's GEMM one, for the record (ops/conv2d_train.rs); 45 s at most.
+    if [ "$DEVICE" != cpu ]; then
+        rm -rf "$scratch/unet"
+        if PIGMENT_CUDA_CONV_BACKWARD=candle timeout 45 "$PIGMENT" train unet "${init_args[@]}" \
+            --device "$DEVICE" --work "$scratch" --steps 25 --batch "$BATCH" --lr "$LR" --seed "$SEED" \
+            --checkpoint-every 0 >/dev/null 2>&1; then
+            "$py" - "$scratch/unet/loss.jsonl" "$step_time" <<'PY' | tee -a "$OUT/timing.txt"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+step = (recs[24]["elapsed_secs"] - recs[4]["elapsed_secs"]) / 20
+print(f"conv backward: pigment's GEMMs {float(sys.argv[2]):.4f} s/step, candle's {step:.4f} s/step")
+PY
+        else
+            echo "WARNING: the timing run with candle's conv backward failed or passed 45 s"
+        fi
+    fi
+
     # 5b. Parity: 3 steps of batch 8 on the CPU and on $DEVICE from the same seed must log the
     #     same losses up to TF32 rounding (step 1 checks the forward pass, steps 2-3 the
     #     gradients and the update).
@@ -172,7 +190,7 @@ PY
     {
         echo "step_time_s=$step_time batch=$BATCH samples_per_s=$("$py" -c "print(round($BATCH / $step_time, 1))")"
         echo "startup_s=$startup timing_run_wall_s=$scratch_wall train_budget_s=$budget steps=$steps"
-    } | tee "$OUT/timing.txt"
+    } | tee -a "$OUT/timing.txt"
 
     # 6. The run, time-boxed; GPU use logged every 20 s.
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 2>/dev/null | sed 's/^/gpu: /' &

@@ -228,9 +228,35 @@ impl Conv2d {
                     None => Ok(y),
                 }
             }
+            // Training on CUDA: candle's forward, GEMM gradients instead of candle's
+            // conv_transpose2d (conv2d_train.rs).
+            _ if x.device().is_cuda()
+                && (x.track_op() || self.weight.track_op())
+                && cuda_gemm_backward() =>
+            {
+                let y = super::conv2d_train::conv2d_gemm_backward(
+                    x,
+                    &self.weight,
+                    self.stride,
+                    self.padding,
+                )?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+                    None => Ok(y),
+                }
+            }
             _ => self.forward_reference(x),
         }
     }
+}
+
+/// Whether CUDA training takes [`super::conv2d_train::conv2d_gemm_backward`] (default) or
+/// candle's own conv2d backward (`PIGMENT_CUDA_CONV_BACKWARD=candle`, for checking a suspicion
+/// or timing the difference). Read once per process.
+fn cuda_gemm_backward() -> bool {
+    static GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GEMM
+        .get_or_init(|| std::env::var("PIGMENT_CUDA_CONV_BACKWARD").map_or(true, |v| v != "candle"))
 }
 
 impl CustomOp2 for FastConv {

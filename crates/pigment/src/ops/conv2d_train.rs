@@ -9,8 +9,13 @@
 //!   arithmetic", section 4);
 //! - weight gradient: for each tap (ky, kx), dW[:, :, ky, kx] = sum over the batch of
 //!   dY [out, pixels] @ X_tap^T [pixels, in], X_tap the input pixels that tap reads.
+//!
+//! On CUDA the same backward replaces candle's ([`conv2d_gemm_backward`]): candle computes the
+//! input gradient with its CUDA conv_transpose2d, a direct kernel with one thread per output
+//! value and no tiling, while this one is candle's im2col + cuBLAS conv2d and cuBLAS matmuls.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv_kernel::{conv2d_f32, pack_taps, ConvGeometry};
 
@@ -24,6 +29,77 @@ pub fn conv2d_differentiable(
 ) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, TrainConv { stride, padding })
+}
+
+/// y = conv2d(x, weight) on any device, forward by candle's conv2d, backward by
+/// [`conv_gradients`] (GEMMs) instead of candle's conv_transpose2d. `x` [B, in, H, W],
+/// `weight` [out, in, k, k] (square kernel, groups 1, f32 or any float dtype candle's conv2d
+/// takes on that device).
+pub fn conv2d_gemm_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let y = x
+        .detach()
+        .conv2d(&weight.detach(), padding, stride, 1, 1)?
+        .contiguous()?;
+    x.apply_op3(weight, &y, GemmBackwardConv { stride, padding })
+}
+
+/// The custom op behind [`conv2d_gemm_backward`]: its forward hands back the third argument
+/// (the output candle's conv2d already computed, detached), so only the backward is its own.
+#[derive(Debug, Clone, Copy)]
+struct GemmBackwardConv {
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp3 for GemmBackwardConv {
+    fn name(&self) -> &'static str {
+        "pigment-conv2d-gemm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Ok((y.try_clone(yl)?, yl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((y.try_clone(yl)?, yl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (grad_x, grad_w) =
+            conv_gradients(x, weight, grad, self.stride, self.padding, |a, b| {
+                a.conv2d(b, 0, 1, 1, 1)
+            })?;
+        Ok((Some(grad_x), Some(grad_w), None))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,72 +156,89 @@ impl CustomOp2 for TrainConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, height, width) = x.dims4()?;
-        let (_, _, k, _) = weight.dims4()?;
-        let (s, p) = (self.stride, self.padding);
-        let grad = grad.contiguous()?;
-        let (batch, out_c, oh, ow) = grad.dims4()?;
-
-        // Input gradient: dilate dY by the stride (and cover rows the forward's floor division
-        // skipped), pad by k - 1 - p, convolve with the flipped, transposed kernel.
-        let span_h = height + 2 * p - k + 1;
-        let span_w = width + 2 * p - k + 1;
-        let dilated = dilate(&grad, s, span_h, span_w)?;
-        let flipped = flip_spatial(weight)?.transpose(0, 1)?.contiguous()?;
-        let edge = k - 1;
-        let padded = dilated
-            .pad_with_zeros(2, edge, edge)?
-            .pad_with_zeros(3, edge, edge)?;
-        let padded = if p > 0 {
-            padded
-                .narrow(2, p, span_h + 2 * edge - 2 * p)?
-                .narrow(3, p, span_w + 2 * edge - 2 * p)?
-                .contiguous()?
-        } else {
-            padded
-        };
-        let grad_x = padded.apply_op2_no_bwd(
-            &flipped,
-            &TrainConv {
-                stride: 1,
-                padding: 0,
-            },
-        )?;
-
-        // Weight gradient, one GEMM per tap with the batch folded into the inner dimension:
-        // dY as [out, B*px] times the tap's pixels as [B*px, in] (a batched product summed over
-        // the batch afterwards spent its time in candle's slow sum over dimension 0).
-        let xp = x
-            .contiguous()?
-            .pad_with_zeros(2, p, p)?
-            .pad_with_zeros(3, p, p)?;
-        let dy = grad
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((out_c, batch * oh * ow))?;
-        let mut taps = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                let tap = xp
-                    .narrow(2, ky, (oh - 1) * s + 1)?
-                    .narrow(3, kx, (ow - 1) * s + 1)?;
-                let tap = subsample(&tap, s, oh, ow)?;
-                let in_c = tap.dim(1)?;
-                let tap = tap
-                    .reshape((batch, in_c, oh * ow))?
-                    .transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((batch * oh * ow, in_c))?;
-                // [out, B*px] @ [B*px, in] -> [out, in].
-                taps.push(dy.matmul(&tap)?);
-            }
-        }
-        let (out_w, in_w) = taps[0].dims2()?;
-        let grad_w = Tensor::stack(&taps, 2)?
-            .reshape((out_w, in_w, k, k))?
-            .to_dtype(DType::F32)?;
+        let (grad_x, grad_w) =
+            conv_gradients(x, weight, grad, self.stride, self.padding, |a, b| {
+                a.apply_op2_no_bwd(
+                    b,
+                    &TrainConv {
+                        stride: 1,
+                        padding: 0,
+                    },
+                )
+            })?;
         Ok((Some(grad_x), Some(grad_w)))
     }
+}
+
+/// Both gradients of y = conv2d(x, weight) (stride `s`, padding `p`) given dL/dy `grad`, as
+/// GEMMs (see the module doc); `conv_unpadded(a, b)` is a stride-1, unpadded conv2d of `a` with
+/// the kernel `b`, no gradient needed.
+fn conv_gradients(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    s: usize,
+    p: usize,
+    conv_unpadded: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (_, _, height, width) = x.dims4()?;
+    let (_, _, k, _) = weight.dims4()?;
+    let grad = grad.contiguous()?;
+    let (batch, out_c, oh, ow) = grad.dims4()?;
+
+    // Input gradient: dilate dY by the stride (and cover rows the forward's floor division
+    // skipped), pad by k - 1 - p, convolve with the flipped, transposed kernel.
+    let span_h = height + 2 * p - k + 1;
+    let span_w = width + 2 * p - k + 1;
+    let dilated = dilate(&grad, s, span_h, span_w)?;
+    let flipped = flip_spatial(weight)?.transpose(0, 1)?.contiguous()?;
+    let edge = k - 1;
+    let padded = dilated
+        .pad_with_zeros(2, edge, edge)?
+        .pad_with_zeros(3, edge, edge)?;
+    let padded = if p > 0 {
+        padded
+            .narrow(2, p, span_h + 2 * edge - 2 * p)?
+            .narrow(3, p, span_w + 2 * edge - 2 * p)?
+            .contiguous()?
+    } else {
+        padded
+    };
+    let grad_x = conv_unpadded(&padded, &flipped)?;
+
+    // Weight gradient, one GEMM per tap with the batch folded into the inner dimension:
+    // dY as [out, B*px] times the tap's pixels as [B*px, in] (a batched product summed over
+    // the batch afterwards spent its time in candle's slow sum over dimension 0).
+    let xp = x
+        .contiguous()?
+        .pad_with_zeros(2, p, p)?
+        .pad_with_zeros(3, p, p)?;
+    let dy = grad
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((out_c, batch * oh * ow))?;
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            let tap = xp
+                .narrow(2, ky, (oh - 1) * s + 1)?
+                .narrow(3, kx, (ow - 1) * s + 1)?;
+            let tap = subsample(&tap, s, oh, ow)?;
+            let in_c = tap.dim(1)?;
+            let tap = tap
+                .reshape((batch, in_c, oh * ow))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((batch * oh * ow, in_c))?;
+            // [out, B*px] @ [B*px, in] -> [out, in].
+            taps.push(dy.matmul(&tap)?);
+        }
+    }
+    let (out_w, in_w) = taps[0].dims2()?;
+    let grad_w = Tensor::stack(&taps, 2)?
+        .reshape((out_w, in_w, k, k))?
+        .to_dtype(weight.dtype())?;
+    Ok((grad_x, grad_w))
 }
 
 /// dY [B, C, n, m] placed at every `stride`-th position of a zero [B, C, span_h, span_w].
@@ -204,8 +297,9 @@ mod tests {
     use crate::ops::max_abs_diff;
     use candle_core::{Device, Var};
 
-    /// Output and both gradients agree with candle's conv2d, which is the definition
-    /// (f32 rounding of differently ordered sums: 1e-3 on values of order 10).
+    /// Output and both gradients agree with candle's conv2d, which is the definition (f32
+    /// rounding of differently ordered sums: 1e-3 on values of order 10), for the CPU kernel
+    /// and for the device-agnostic op CUDA training uses (run here on the CPU).
     #[test]
     fn matches_candle_conv2d_and_its_gradients() {
         let dev = Device::Cpu;
@@ -221,30 +315,32 @@ mod tests {
                 Var::from_tensor(&Tensor::randn(0f32, 1., (b, cin, h, w), &dev).unwrap()).unwrap();
             let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (cout, cin, k, k), &dev).unwrap())
                 .unwrap();
-            let ours = conv2d_differentiable(&x, &wt, s, p).unwrap();
             let theirs = x.conv2d(&wt, p, s, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_abs_diff(&ours, &theirs) < 1e-4);
-            let probe = Tensor::randn(0f32, 1., ours.dims(), &dev).unwrap();
-            let g1 = (&ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (&theirs * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for v in [&x, &wt] {
-                let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
-                assert!(
-                    d < 1e-3,
-                    "gradient differs by {d} for {:?}",
-                    (b, cin, cout, h, w, k, s, p)
-                );
+            for conv in [conv2d_differentiable, conv2d_gemm_backward] {
+                let ours = conv(&x, &wt, s, p).unwrap();
+                assert_eq!(ours.dims(), theirs.dims());
+                assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+                let probe = Tensor::randn(0f32, 1., ours.dims(), &dev).unwrap();
+                let g1 = (&ours * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g2 = (&theirs * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for v in [&x, &wt] {
+                    let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                    assert!(
+                        d < 1e-3,
+                        "gradient differs by {d} for {:?}",
+                        (b, cin, cout, h, w, k, s, p)
+                    );
+                }
             }
         }
     }
