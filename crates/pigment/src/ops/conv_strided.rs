@@ -18,7 +18,10 @@
 //! 2x2 output tile, on the Winograd driver of winograd/). It ran 13-14.7 ms against this
 //! kernel's 11.9-12.6 ms on SD's 320-channel down-sampler at batch 2 (2 threads, same run): its
 //! 25 GEMMs reduce over K = in channels only and ran at ~200 GFLOP/s against the deep K's
-//! ~320, which with the transforms ate the 0.69x in multiplies.
+//! ~320, which with the transforms ate the 0.69x in multiplies. Also slower: the GEMM turned
+//! round ([pixels, out] = cols^T W^T, then transposed into the planes; 14-16 ms), although
+//! candle's matmul runs that orientation faster on contiguous operands (364 against 331
+//! GFLOP/s for 4096x2880x320 against 320x2880x4096).
 //!
 //! Row r = (c * k + ky) * k + kx of the column matrix holds, for every output pixel (oy, ox) of
 //! the block, the input pixel x[c, s*oy + ky - p, s*ox + kx - p] (0 outside the image), so the
