@@ -1,14 +1,13 @@
 //! How far apart the conditioning encoder puts captions that differ in one word: colour,
 //! shape, count, relation. The UNet can only follow words whose hidden states differ.
+//!
+//! cargo run --release -p pigment --example text_probe [MODEL_DIR]
+mod common;
+
 use candle_core::Tensor;
-use pigment::pipelines::{LoadOptions, StableDiffusion};
 
 fn main() -> anyhow::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| pigment::builtin::builtin_model_dir().expect("builtin"));
-    let model = StableDiffusion::load(&dir, &LoadOptions::default())?;
+    let model = common::model_from_args()?;
     let enc = |s: &str| model.encode_prompts(&[s], 1);
     let dist = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
         Ok((a - b)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?)

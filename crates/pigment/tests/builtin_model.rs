@@ -2,6 +2,8 @@
 //! the ordinary diffusers-folder loader, fits the size budget, and draws what simple prompts ask,
 //! as judged by the shapes world's analyser.
 
+mod common;
+
 use pigment::builtin::{analyse, builtin_model_dir, parse_caption};
 use pigment::image::tensor_to_images;
 use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
@@ -118,14 +120,7 @@ fn pipeline_conditions_exactly_as_training_did() {
         let a1111 = model.encode_prompts_a1111(&[caption], 1).unwrap().remove(0);
         for (path, got) in [("plain", plain), ("a1111", a1111)] {
             assert_eq!(got.dims(), trained_on.dims(), "{path} {caption:?}");
-            let diff = (got - &trained_on)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = common::max_abs_diff(&got, &trained_on);
             assert_eq!(
                 diff, 0.0,
                 "{path} prompt path for {caption:?} differs by {diff}"
