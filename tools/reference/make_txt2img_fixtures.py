@@ -44,9 +44,14 @@ def cases():
         dict(base, width=128, height=64, sampler="dpmpp_2m"),
         dict(base, sampler="ddim", eta=0.5),
         dict(model="tiny-sd2", sampler="euler_a", karras=False, negative="text", width=64, height=96),
+        # Guidance rescale (Lin et al. 2023) as diffusers' rescale_noise_cfg, on epsilon and on
+        # v-prediction (the case the paper made it for).
+        dict(base, guidance_rescale=0.7, cfg=9.0),
+        dict(model="tiny-sd2", sampler="ddim", karras=False, guidance_rescale=0.5, seed=11),
     ]
     defaults = dict(prompt="a red star above a small green square", negative="", steps=5, cfg=7.5,
-                    seed=42, width=64, height=64, batch=1, clip_skip=1, eta=0.0)
+                    seed=42, width=64, height=64, batch=1, clip_skip=1, eta=0.0,
+                    guidance_rescale=0.0)
     result = []
     for i, c in enumerate(out):
         c = {**defaults, **c}
@@ -79,6 +84,7 @@ def main():
             negative_prompt=[c["negative"]] if c["negative"] else None,
             num_inference_steps=c["steps"],
             guidance_scale=c["cfg"],
+            guidance_rescale=c["guidance_rescale"],
             width=c["width"],
             height=c["height"],
             num_images_per_prompt=c["batch"],

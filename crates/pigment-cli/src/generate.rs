@@ -35,6 +35,11 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (1 disables guidance).
     #[arg(long, default_value_t = 7.5)]
     pub cfg: f64,
+    /// Guidance rescale phi, 0 to 1 (diffusers' `guidance_rescale`, A1111's "CFG Rescale"):
+    /// pulls the guided prediction's spread back to the conditional one's, against the
+    /// over-exposure of large --cfg; 0.7 is the paper's value, 0 plain guidance.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
     /// Sampler: ddpm, ddim, euler, euler_a, heun, dpmpp_2m, dpmpp_2m_sde, lcm.
     #[arg(long, default_value = "euler_a")]
     pub sampler: String,
@@ -300,6 +305,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         negative_prompt: args.negative.clone(),
         steps: args.steps,
         cfg_scale: args.cfg,
+        guidance_rescale: args.guidance_rescale,
         sampler,
         karras: args.karras,
         eta: args.eta,

@@ -95,6 +95,42 @@ fn generate_writes_png_with_parameters_and_is_reproducible() {
     );
 }
 
+/// `--guidance-rescale` changes the image, is written into the PNG parameters under the name
+/// A1111's CFG-rescale extension uses, and is refused outside [0, 1].
+#[test]
+fn guidance_rescale_is_applied_recorded_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.png");
+    let rescaled = dir.path().join("rescaled.png");
+    let run = generate(&tiny_sd1(), &plain, &["--cfg", "9"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let run = generate(
+        &tiny_sd1(),
+        &rescaled,
+        &["--cfg", "9", "--guidance-rescale", "0.7"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let params = pigment::image::read_png_parameters(&rescaled)
+        .unwrap()
+        .unwrap();
+    assert!(params.contains("CFG Rescale phi: 0.7"), "{params}");
+    let plain_params = pigment::image::read_png_parameters(&plain)
+        .unwrap()
+        .unwrap();
+    assert!(!plain_params.contains("Rescale"), "{plain_params}");
+    assert_ne!(
+        image::open(&plain).unwrap().to_rgb8(),
+        image::open(&rescaled).unwrap().to_rgb8(),
+        "rescale changes the result"
+    );
+    let out = dir.path().join("x.png");
+    assert_clean_error(
+        &generate(&tiny_sd1(), &out, &["--guidance-rescale", "1.5"]),
+        "--guidance-rescale 1.5",
+    );
+    assert!(!out.exists());
+}
+
 #[test]
 fn batch_writes_numbered_files() {
     let dir = tempfile::tempdir().unwrap();

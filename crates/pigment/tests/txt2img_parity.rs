@@ -1,7 +1,7 @@
 //! Whole text-to-image runs against diffusers' StableDiffusionPipeline on the tiny models
 //! (fixtures from tools/reference/make_txt2img_fixtures.py): every sampler, Karras sigmas,
 //! epsilon (tiny-sd1) and v-prediction (tiny-sd2), negative prompts, batches, clip skip,
-//! guidance off, non-square sizes, DDIM eta.
+//! guidance off, non-square sizes, DDIM eta, guidance rescale.
 //!
 //! Tolerances: final 8-bit images within 2/255 per pixel (the bar); final latents within
 //! 2e-3 max abs relative to max(1, max |reference|) — f32 rounding differences compound over the
@@ -33,6 +33,7 @@ struct Case {
     batch: usize,
     clip_skip: usize,
     eta: f64,
+    guidance_rescale: f64,
 }
 
 #[test]
@@ -67,6 +68,7 @@ fn txt2img_matches_diffusers_for_every_case() {
             height: case.height,
             batch_size: case.batch,
             clip_skip: case.clip_skip,
+            guidance_rescale: case.guidance_rescale,
             ..Txt2ImgRequest::default()
         };
         let out = model.txt2img(&request, &mut |_, _| {}).unwrap();

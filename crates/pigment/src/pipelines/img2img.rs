@@ -164,7 +164,7 @@ impl StableDiffusion {
             sampler.as_mut(),
             latents,
             &context,
-            base.cfg_scale,
+            (base.cfg_scale, base.guidance_rescale),
             first_index,
             &mut rng,
             progress,

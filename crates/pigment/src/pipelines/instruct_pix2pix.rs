@@ -91,6 +91,12 @@ impl InstructPix2PixRequest {
         if !self.image_cfg_scale.is_finite() {
             return Err(Error::invalid("--image-cfg must be a finite number"));
         }
+        if self.base.guidance_rescale != 0.0 {
+            return Err(Error::invalid(
+                "--guidance-rescale is not used by InstructPix2Pix's three-way guidance (diffusers \
+                 has none there either): leave it out",
+            ));
+        }
         self.base.validate(model)
     }
 }

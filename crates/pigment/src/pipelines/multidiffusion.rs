@@ -407,7 +407,7 @@ impl StableDiffusion {
                 let model_input = job.sampler.scale_model_input(&model_input, i)?;
                 let prediction = self.unet_forward(&model_input, t, job.context.at_step(i))?;
                 let prediction = if do_cfg {
-                    guidance::combine(&prediction, base.cfg_scale)?
+                    guidance::combine_rescaled(&prediction, base.cfg_scale, base.guidance_rescale)?
                 } else {
                     prediction
                 };

@@ -24,6 +24,9 @@ pub struct Txt2ImgRequest {
     pub negative_prompt: String,
     pub steps: usize,
     pub cfg_scale: f64,
+    /// Guidance rescale phi in [0, 1] (diffusers' `guidance_rescale`, Lin et al. 2023): 0 is
+    /// plain classifier-free guidance; 0.7 is the paper's value. Only used while guiding.
+    pub guidance_rescale: f64,
     pub sampler: SamplerKind,
     pub karras: bool,
     /// DDIM's eta (0 = deterministic).
@@ -46,6 +49,7 @@ impl Default for Txt2ImgRequest {
             negative_prompt: String::new(),
             steps: 20,
             cfg_scale: 7.5,
+            guidance_rescale: 0.0,
             sampler: SamplerKind::EulerAncestral,
             karras: false,
             eta: 0.0,
@@ -147,10 +151,16 @@ impl Txt2ImgRequest {
             model_name: (!model_name.is_empty()).then(|| model_name.to_string()),
             model_hash: None,
             clip_skip: (self.clip_skip > 1).then_some(self.clip_skip),
-            extra: if self.sampler == SamplerKind::Ddim && self.eta != 0.0 {
-                vec![("Eta".into(), self.eta.to_string())]
-            } else {
-                Vec::new()
+            extra: {
+                let mut extra = Vec::new();
+                if self.sampler == SamplerKind::Ddim && self.eta != 0.0 {
+                    extra.push(("Eta".into(), self.eta.to_string()));
+                }
+                if self.guidance_rescale != 0.0 {
+                    // The name AUTOMATIC1111's CFG-rescale extension writes.
+                    extra.push(("CFG Rescale phi".into(), self.guidance_rescale.to_string()));
+                }
+                extra
             },
         }
     }
@@ -191,6 +201,12 @@ impl Txt2ImgRequest {
         }
         if !self.cfg_scale.is_finite() {
             return Err(Error::invalid("--cfg must be a finite number"));
+        }
+        if !(0.0..=1.0).contains(&self.guidance_rescale) {
+            return Err(Error::invalid(format!(
+                "--guidance-rescale {}: must be between 0 (plain guidance) and 1; 0.7 is the usual value",
+                self.guidance_rescale
+            )));
         }
         Ok(())
     }
@@ -313,7 +329,7 @@ impl StableDiffusion {
             sampler.as_mut(),
             latents,
             context,
-            req.cfg_scale,
+            (req.cfg_scale, req.guidance_rescale),
             0,
             &mut rng,
             progress,
@@ -353,7 +369,7 @@ impl StableDiffusion {
         sampler: &mut dyn Sampler,
         mut latents: Tensor,
         context: &ScheduledConditioning,
-        cfg_scale: f64,
+        (cfg_scale, guidance_rescale): (f64, f64),
         first_index: usize,
         rng: &mut TorchGenerator,
         progress: Progress,
@@ -381,7 +397,7 @@ impl StableDiffusion {
             };
             let prediction = self.unet.forward_with(&model_input, t, context, &extras)?;
             let prediction = if do_cfg {
-                guidance::combine(&prediction, cfg_scale)?
+                guidance::combine_rescaled(&prediction, cfg_scale, guidance_rescale)?
             } else {
                 prediction
             };
