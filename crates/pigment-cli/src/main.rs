@@ -47,6 +47,7 @@ enum Command {
 
 fn main() {
     malloc_tuning::keep_freed_memory();
+    pigment::device::pin_cpu_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PIGMENT_LOG")
