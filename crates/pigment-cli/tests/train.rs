@@ -44,6 +44,29 @@ fn stages_train_resume_export_and_generate() {
     let early = pigment(&[&["train", "unet", "--steps", "1"], &common[..]].concat());
     assert_eq!(early.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&early.stderr).contains("train the earlier stage first"));
+    // Micro-batches must split the batch evenly, and CLIP's contrastive loss cannot be split.
+    for (stage, parts, needle) in [
+        ("vae", "3", "does not split into --micro-batches 3"),
+        ("clip", "2", "contrastive loss"),
+    ] {
+        let out = pigment(
+            &[
+                &["train", stage, "--steps", "1", "--micro-batches", parts],
+                &common[..],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{stage} --micro-batches {parts}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
+    }
+    assert!(
+        !work.join("vae").exists(),
+        "nothing written on a refused run"
+    );
 
     for stage in ["clip", "vae", "unet"] {
         ok(&pigment(

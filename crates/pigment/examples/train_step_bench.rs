@@ -1,6 +1,7 @@
 //! Time one UNet training step of the built-in recipe, split into forward and backward, to see
 //! where training time goes, and one inference forward at batch 2 (a guided sampling step).
-//! `cargo run --release --example train_step_bench -- [batch] [config overrides as JSON]`,
+//! `cargo run --release --example train_step_bench -- [batch] [config overrides as JSON]`
+//! (with `CANDLE_NUM_THREADS=1` for the two-halves row, as `pigment train` sets it),
 //! e.g. `-- 32 '{"block_out_channels":[32,64,64]}'` to try a variant of the recipe's config.
 
 use std::time::Instant;
@@ -26,6 +27,7 @@ fn config_with_overrides(overrides: Option<String>) -> pigment::Result<UNet2DCon
 }
 
 fn main() -> pigment::Result<()> {
+    pigment::device::pin_cpu_thread_count();
     let mut args = std::env::args().skip(1);
     let batch: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
     let dev = Device::Cpu;
@@ -47,6 +49,30 @@ fn main() -> pigment::Result<()> {
         let _grads = loss.backward()?;
         let bwd = start.elapsed().as_secs_f64();
         println!("batch {batch}: forward {fwd:.3} s, backward {bwd:.3} s");
+    }
+    // Data parallel: the batch in two halves, each forward + backward on its own thread.
+    if batch >= 2 {
+        let half = batch / 2;
+        let step = |lo: usize, n: usize| -> pigment::Result<()> {
+            let y = unet.forward_timesteps(
+                &x.narrow(0, lo, n)?,
+                &t[lo..lo + n],
+                &ctx.narrow(0, lo, n)?,
+                &UNetExtras::default(),
+            )?;
+            let _grads = y.sqr()?.mean_all()?.backward()?;
+            Ok(())
+        };
+        for _ in 0..3 {
+            let start = Instant::now();
+            let (a, b) = rayon::join(|| step(0, half), || step(half, batch - half));
+            a?;
+            b?;
+            println!(
+                "batch {batch} as two halves in parallel: forward + backward {:.3} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
     }
     let x2 = x.narrow(0, 0, 2.min(batch))?;
     let c2 = ctx.narrow(0, 0, 2.min(batch))?;

@@ -17,7 +17,7 @@ use pigment::train::diffusion::{encode_latents, DiffusionObjective};
 use pigment::train::vae::{Reconstruction, VaeObjective};
 use pigment::train::{
     clip_grad_norm, init_vars_from_file, named_vars, read_log, seeded_var_builder, AdamW,
-    AdamWConfig, LrSchedule, Params, StepContext, StepRecord, Trainer, TrainerConfig,
+    AdamWConfig, LrSchedule, Params, StepContext, StepRecord, TrainRng, Trainer, TrainerConfig,
 };
 use pigment::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -237,18 +237,37 @@ impl DiffusionRun {
     }
 
     fn loss(&self, ctx: &mut StepContext<'_>) -> pigment::Result<Tensor> {
-        let images = batch_of(&self.images, &ctx.indices);
-        let latents = encode_latents(&self.vae, &images, ctx.rng)?;
-        let captions: Vec<&String> = ctx.indices.iter().map(|&i| &self.captions[i]).collect();
-        let captions = self.objective.drop_captions(&captions, ctx.rng);
+        let batch = self.prepare(ctx)?;
+        self.loss_on(batch, ctx.rng)
+    }
+
+    /// The micro-batch's images and captions ([`Trainer::run_split`]'s first part).
+    fn prepare(&self, ctx: &mut StepContext<'_>) -> pigment::Result<(Tensor, Vec<String>)> {
+        let captions = ctx.indices.iter().map(|&i| self.captions[i].clone());
+        Ok((batch_of(&self.images, &ctx.indices), captions.collect()))
+    }
+
+    /// The DDPM loss of a prepared micro-batch ([`Trainer::run_split`]'s second part).
+    fn loss_on(
+        &self,
+        (images, captions): (Tensor, Vec<String>),
+        rng: &mut TrainRng,
+    ) -> pigment::Result<Tensor> {
+        let latents = encode_latents(&self.vae, &images, rng)?;
+        let captions = self.objective.drop_captions(&captions, rng);
         let context = self
             .text
             .forward(&token_ids(&self.tokenizer, &captions))?
             .detach();
-        self.objective.loss(&self.unet, &latents, &context, ctx.rng)
+        self.objective.loss(&self.unet, &latents, &context, rng)
     }
 
     fn trainer(&self, dir: &Path, total_steps: u64) -> Trainer {
+        self.trainer_in_parts(dir, total_steps, 1)
+    }
+
+    /// Each step's `ITEMS` items as `parts` micro-batches.
+    fn trainer_in_parts(&self, dir: &Path, total_steps: u64, parts: usize) -> Trainer {
         let config = TrainerConfig {
             seed: 5,
             optimizer: AdamWConfig {
@@ -266,7 +285,8 @@ impl DiffusionRun {
             checkpoint_every: 10,
             keep_checkpoints: 2,
             log_path: Some(dir.join("loss.jsonl")),
-            ..TrainerConfig::new(total_steps, ITEMS, ITEMS)
+            grad_accumulation: parts,
+            ..TrainerConfig::new(total_steps, ITEMS / parts, ITEMS)
         };
         Trainer::new(named_vars(&self.unet_vars).unwrap(), config).unwrap()
     }
@@ -291,13 +311,15 @@ fn unet_learns_and_a_resumed_run_continues_bit_for_bit() {
     let run = DiffusionRun::new(100);
     let mut trainer = run.trainer(dir.path(), TOTAL);
     let mut seen = 0u64;
-    let counter = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let c = counter.clone();
-    trainer.set_progress(Box::new(move |r| c.set(r.step)));
+    trainer.set_progress(Box::new(move |r| {
+        c.store(r.step, std::sync::atomic::Ordering::Relaxed)
+    }));
     let records = trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
     seen += records.len() as u64;
     assert_eq!(seen, TOTAL);
-    assert_eq!(counter.get(), TOTAL);
+    assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), TOTAL);
     assert!(trainer.is_done());
     assert_learns("UNet DDPM loss", &losses(&records), 0.85);
     let final_weights = weights(trainer.params());
@@ -351,6 +373,54 @@ fn unet_learns_and_a_resumed_run_continues_bit_for_bit() {
         .is_empty());
     let mut again = resumed_run.trainer(dir.path(), TOTAL);
     assert_eq!(again.resume_latest().unwrap(), Some(30));
+}
+
+/// Micro-batches computed in parallel (`run_split`): the same losses and weights, bit for bit,
+/// on one thread and on two; the loss still goes down; and with one micro-batch, `run_split`
+/// is exactly `run` with the two parts called in a row.
+#[test]
+fn parallel_micro_batches_do_not_depend_on_the_thread_count() {
+    const STEPS: u64 = 12;
+    let split_run = |threads: usize, parts: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = DiffusionRun::new(100);
+        let mut trainer = run.trainer_in_parts(dir.path(), STEPS, parts);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let records = pool
+            .install(|| {
+                trainer.run_split(
+                    u64::MAX,
+                    |ctx| run.prepare(ctx),
+                    |b, rng| run.loss_on(b, rng),
+                )
+            })
+            .unwrap();
+        (losses(&records), weights(trainer.params()))
+    };
+    let (one_thread, w1) = split_run(1, 2);
+    let (two_threads, w2) = split_run(2, 2);
+    assert_eq!(
+        one_thread.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+        two_threads.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+        "losses differ between 1 and 2 threads"
+    );
+    assert_eq!(w1, w2, "weights differ between 1 and 2 threads");
+    assert_learns("UNet DDPM loss in 2 micro-batches", &one_thread, 0.85);
+
+    // One micro-batch: run_split is run.
+    let (split, w_split) = split_run(2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let run = DiffusionRun::new(100);
+    let mut trainer = run.trainer(dir.path(), STEPS);
+    let whole = losses(&trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap());
+    assert_eq!(
+        split, whole,
+        "run_split with one micro-batch differs from run"
+    );
+    assert_eq!(w_split, weights(trainer.params()));
 }
 
 #[test]

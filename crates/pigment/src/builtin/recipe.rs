@@ -26,7 +26,7 @@ use crate::train::diffusion::{encode_latents, DiffusionObjective};
 use crate::train::vae::{Reconstruction, VaeObjective};
 use crate::train::{
     init_vars_from_file, named_vars, seeded_var_builder, AdamWConfig, LrSchedule, ProgressFn,
-    StepContext, Trainer, TrainerConfig,
+    StepContext, TrainRng, Trainer, TrainerConfig,
 };
 use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -139,6 +139,11 @@ pub struct StageOptions {
     /// The UNet stage's min-SNR-gamma loss weighting (None: plain L_simple, every timestep
     /// weighted 1).
     pub snr_gamma: Option<f64>,
+    /// Each step's batch is split into this many equal micro-batches, which run in parallel
+    /// on the CPU's threads and whose gradients are averaged ([`Trainer::run_split`]); results
+    /// depend on this number, not on the thread count. 1 for the CLIP stage, whose contrastive
+    /// loss compares every caption with every image of the whole batch.
+    pub micro_batches: usize,
 }
 
 /// What the recipe uses unless told otherwise: min-SNR-5 weighting (Hang et al. 2023).
@@ -205,6 +210,20 @@ fn token_ids(tokenizer: &ClipTokenizer, captions: &[String], device: &Device) ->
 }
 
 fn trainer_config(opts: &StageOptions, stage: &str, ema: Option<f64>) -> Result<TrainerConfig> {
+    let parts = opts.micro_batches;
+    if parts == 0 || !opts.batch_size.is_multiple_of(parts) {
+        return Err(Error::invalid(format!(
+            "--batch {} does not split into --micro-batches {parts} equal parts: use a batch \
+             that is a multiple of it",
+            opts.batch_size
+        )));
+    }
+    if stage == "clip" && parts != 1 {
+        return Err(Error::invalid(
+            "the CLIP stage cannot split its batch into micro-batches: its contrastive loss \
+             compares every caption with every image of the whole batch (use --micro-batches 1)",
+        ));
+    }
     let dir = opts.work_dir.join(stage);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(TrainerConfig {
@@ -225,25 +244,30 @@ fn trainer_config(opts: &StageOptions, stage: &str, ema: Option<f64>) -> Result<
         checkpoint_every: opts.checkpoint_every,
         keep_checkpoints: 2,
         log_path: Some(dir.join("loss.jsonl")),
-        ..TrainerConfig::new(opts.steps, opts.batch_size, DATASET_LEN)
+        grad_accumulation: parts,
+        ..TrainerConfig::new(opts.steps, opts.batch_size / parts, DATASET_LEN)
     })
 }
 
 /// Resume if a checkpoint exists, run to the end, and return the weights to export (EMA where
-/// the stage keeps one).
-fn run_to_end<F>(
+/// the stage keeps one). `prepare` renders a micro-batch; `loss` computes on it, micro-batches
+/// in parallel ([`Trainer::run_split`]).
+fn run_to_end<P, B, L>(
     trainer: &mut Trainer,
     progress: ProgressFn,
-    loss: F,
+    prepare: P,
+    loss: L,
 ) -> Result<HashMap<String, Tensor>>
 where
-    F: FnMut(&mut StepContext<'_>) -> Result<Tensor>,
+    P: FnMut(&mut StepContext<'_>) -> Result<B>,
+    B: Send,
+    L: Fn(B, &mut TrainRng) -> Result<Tensor> + Sync,
 {
     if let Some(step) = trainer.resume_latest()? {
         tracing::info!("resumed at step {step}");
     }
     trainer.set_progress(progress);
-    trainer.run(u64::MAX, loss)?;
+    trainer.run_split(u64::MAX, prepare, loss)?;
     Ok(match trainer.ema() {
         Some(ema) => ema.tensors(),
         None => trainer
@@ -297,11 +321,15 @@ pub fn train_clip(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> 
     let data = dataset()?;
     let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "clip", None)?)?;
     trainer.clamp_param("logit_scale", 0.0, MAX_LOGIT_SCALE)?;
-    let weights = run_to_end(&mut trainer, progress, |ctx| {
-        let (images, captions) = batch(&data, &ctx.indices, &device)?;
-        let pixels = normalize(&((images + 1.0)? * 0.5)?)?;
-        clip_loss(&model, &token_ids(&tokenizer, &captions, &device)?, &pixels)
-    })?;
+    let weights = run_to_end(
+        &mut trainer,
+        progress,
+        |ctx| batch(&data, &ctx.indices, &device),
+        |(images, captions), _| {
+            let pixels = normalize(&((images + 1.0)? * 0.5)?)?;
+            clip_loss(&model, &token_ids(&tokenizer, &captions, &device)?, &pixels)
+        },
+    )?;
     let dir = opts.work_dir.join("clip");
     save_weights(&weights, &dir.join("model.safetensors"), DType::F32)?;
     write_json(&dir.join("config.json"), &config)?;
@@ -321,16 +349,20 @@ pub fn train_vae(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
     let data = dataset()?;
     let objective = VaeObjective::new(Reconstruction::L1, 1e-6)?;
     let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "vae", None)?)?;
-    let weights = run_to_end(&mut trainer, progress, |ctx| {
-        let (images, _) = batch(&data, &ctx.indices, &device)?;
-        let span = (IMAGE_SIZE as usize - VAE_CROP + 1) as u64;
-        let (top, left) = (ctx.rng.below(span), ctx.rng.below(span));
-        let crops = images
-            .narrow(2, top as usize, VAE_CROP)?
-            .narrow(3, left as usize, VAE_CROP)?
-            .contiguous()?;
-        Ok(objective.loss(&vae, &crops, ctx.rng)?.total)
-    })?;
+    let weights = run_to_end(
+        &mut trainer,
+        progress,
+        |ctx| Ok(batch(&data, &ctx.indices, &device)?.0),
+        |images, rng| {
+            let span = (IMAGE_SIZE as usize - VAE_CROP + 1) as u64;
+            let (top, left) = (rng.below(span), rng.below(span));
+            let crops = images
+                .narrow(2, top as usize, VAE_CROP)?
+                .narrow(3, left as usize, VAE_CROP)?
+                .contiguous()?;
+            Ok(objective.loss(&vae, &crops, rng)?.total)
+        },
+    )?;
 
     let indices: Vec<usize> = (0..256).collect();
     let (images, _) = batch(&data, &indices, &device)?;
@@ -389,15 +421,19 @@ pub fn train_unet(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> 
         None => objective,
     };
     let mut trainer = stage_trainer(&vars, opts, trainer_config(opts, "unet", Some(0.999))?)?;
-    let weights = run_to_end(&mut trainer, progress, |ctx| {
-        let (images, captions) = batch(&data, &ctx.indices, &device)?;
-        let latents = encode_latents(&vae, &images, ctx.rng)?;
-        let captions = objective.drop_captions(&captions, ctx.rng);
-        let context = text
-            .forward(&token_ids(&tokenizer, &captions, &device)?)?
-            .detach();
-        objective.loss(&unet, &latents, &context, ctx.rng)
-    })?;
+    let weights = run_to_end(
+        &mut trainer,
+        progress,
+        |ctx| batch(&data, &ctx.indices, &device),
+        |(images, captions), rng| {
+            let latents = encode_latents(&vae, &images, rng)?;
+            let captions = objective.drop_captions(&captions, rng);
+            let context = text
+                .forward(&token_ids(&tokenizer, &captions, &device)?)?
+                .detach();
+            objective.loss(&unet, &latents, &context, rng)
+        },
+    )?;
     let dir = opts.work_dir.join("unet");
     save_weights(
         &weights,

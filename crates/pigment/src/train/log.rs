@@ -28,7 +28,7 @@ pub struct StepRecord {
 }
 
 /// Called after every step with its record.
-pub type ProgressFn = Box<dyn FnMut(&StepRecord)>;
+pub type ProgressFn = Box<dyn FnMut(&StepRecord) + Send>;
 
 /// An append-only JSONL file of [`StepRecord`]s.
 pub struct LossLog {

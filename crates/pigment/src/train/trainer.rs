@@ -229,10 +229,49 @@ impl Trainer {
     where
         F: FnMut(&mut StepContext<'_>) -> Result<Tensor>,
     {
+        self.run_steps(steps, |trainer| trainer.train_step(&mut loss_fn))
+    }
+
+    /// As [`Trainer::run`], with each micro-batch's work in two parts so that the micro-batches
+    /// of a step (`grad_accumulation` of them) run in parallel, one per rayon thread:
+    /// `prepare` runs first for every micro-batch, in order, on this thread (it may draw from
+    /// `ctx.rng`: typically it renders or loads the batch), then `loss` computes each
+    /// micro-batch's loss from what `prepare` returned, concurrently, and the backward passes
+    /// run concurrently too. Each micro-batch's `loss` draws from its own random stream, seeded
+    /// in order from the run's, and the gradients are summed in micro-batch order, so the
+    /// result does not depend on the number of threads. With one micro-batch, `loss` draws
+    /// from the run's stream itself: the run is exactly what [`Trainer::run`] gives with the
+    /// two parts called one after the other.
+    ///
+    /// On the CPU, candle's element-wise ops share one thread pool behind a lock; concurrent
+    /// micro-batches contend for it unless `CANDLE_NUM_THREADS=1` is set before the first op
+    /// (`pigment train` does so), which makes each micro-batch run its element-wise ops on its
+    /// own thread.
+    pub fn run_split<P, B, L>(
+        &mut self,
+        steps: u64,
+        mut prepare: P,
+        loss: L,
+    ) -> Result<Vec<StepRecord>>
+    where
+        P: FnMut(&mut StepContext<'_>) -> Result<B>,
+        B: Send,
+        L: Fn(B, &mut TrainRng) -> Result<Tensor> + Sync,
+    {
+        self.run_steps(steps, |trainer| {
+            trainer.train_step_split(&mut prepare, &loss)
+        })
+    }
+
+    fn run_steps(
+        &mut self,
+        steps: u64,
+        mut step: impl FnMut(&mut Self) -> Result<StepRecord>,
+    ) -> Result<Vec<StepRecord>> {
         let mut records = Vec::new();
         let mut left = steps;
         while left > 0 && !self.is_done() {
-            records.push(self.train_step(&mut loss_fn)?);
+            records.push(step(self)?);
             left -= 1;
             if self.checkpoint_due() {
                 self.save_checkpoint()?;
@@ -252,6 +291,80 @@ impl Trainer {
     where
         F: FnMut(&mut StepContext<'_>) -> Result<Tensor>,
     {
+        let (started, lr) = self.begin_step()?;
+        let mut grads: Grads = Vec::new();
+        let mut loss_sum = 0.0;
+        for micro_step in 0..self.config.grad_accumulation {
+            let mut ctx = StepContext {
+                step: self.step,
+                micro_step,
+                indices: self.data.next_batch(self.config.batch_size),
+                rng: &mut self.rng,
+            };
+            let loss = loss_fn(&mut ctx)?;
+            loss_sum += self.finite_loss(&loss, lr)?;
+            accumulate(&mut grads, self.micro_gradients(&loss)?)?;
+        }
+        self.finish_step(grads, loss_sum, lr, started)
+    }
+
+    /// One optimiser step of [`Trainer::run_split`] (without checkpointing).
+    pub fn train_step_split<P, B, L>(&mut self, prepare: &mut P, loss_fn: &L) -> Result<StepRecord>
+    where
+        P: FnMut(&mut StepContext<'_>) -> Result<B>,
+        B: Send,
+        L: Fn(B, &mut TrainRng) -> Result<Tensor> + Sync,
+    {
+        let (started, lr) = self.begin_step()?;
+        let accumulation = self.config.grad_accumulation;
+        let mut jobs = Vec::with_capacity(accumulation);
+        for micro_step in 0..accumulation {
+            let mut ctx = StepContext {
+                step: self.step,
+                micro_step,
+                indices: self.data.next_batch(self.config.batch_size),
+                rng: &mut self.rng,
+            };
+            jobs.push(prepare(&mut ctx)?);
+        }
+        let mut grads: Grads = Vec::new();
+        let mut loss_sum = 0.0;
+        if accumulation == 1 {
+            let job = jobs.pop().expect("one micro-batch was prepared");
+            let loss = loss_fn(job, &mut self.rng)?;
+            loss_sum = self.finite_loss(&loss, lr)?;
+            grads = self.micro_gradients(&loss)?;
+        } else {
+            use rayon::prelude::*;
+            let streams: Vec<TrainRng> = (0..accumulation)
+                .map(|_| TrainRng::new(self.rng.next_u64()))
+                .collect();
+            let params = self.optimizer.params();
+            let results: Vec<Result<(f64, Grads)>> = jobs
+                .into_par_iter()
+                .zip(streams)
+                .map(|(job, mut rng)| {
+                    // Forward and backward of one micro-batch, on one thread.
+                    let loss = loss_fn(job, &mut rng)?;
+                    let value = scalar(&loss)?;
+                    Ok((value, scaled_gradients(params, &loss, accumulation)?))
+                })
+                .collect();
+            // Summed in micro-batch order: the same numbers whatever the thread count.
+            for result in results {
+                let (value, micro_grads) = result?;
+                if !value.is_finite() {
+                    return Err(self.diverged("loss", value, lr));
+                }
+                loss_sum += value;
+                accumulate(&mut grads, micro_grads)?;
+            }
+        }
+        self.finish_step(grads, loss_sum, lr, started)
+    }
+
+    /// Refuses a finished run; opens the log; sets and returns the step's learning rate.
+    fn begin_step(&mut self) -> Result<(Instant, f64)> {
         if self.is_done() {
             return Err(Error::invalid(format!(
                 "the run is complete ({} of {} steps); raise total_steps to train further",
@@ -262,31 +375,31 @@ impl Trainer {
         let started = Instant::now();
         let lr = self.config.schedule.lr_at(self.step);
         self.optimizer.set_lr(lr);
-        let accumulation = self.config.grad_accumulation;
+        Ok((started, lr))
+    }
 
-        let mut grads: Grads = Vec::new();
-        let mut loss_sum = 0.0;
-        for micro_step in 0..accumulation {
-            let mut ctx = StepContext {
-                step: self.step,
-                micro_step,
-                indices: self.data.next_batch(self.config.batch_size),
-                rng: &mut self.rng,
-            };
-            let loss = loss_fn(&mut ctx)?;
-            let value = scalar(&loss)?;
-            if !value.is_finite() {
-                return Err(self.diverged("loss", value, lr));
-            }
-            loss_sum += value;
-            let loss = if accumulation > 1 {
-                loss.affine(1.0 / accumulation as f64, 0.0)?
-            } else {
-                loss
-            };
-            let store = loss.backward()?;
-            accumulate(&mut grads, gradients(self.optimizer.params(), &store))?;
+    /// The loss's value; an error when it is not a finite number.
+    fn finite_loss(&self, loss: &Tensor, lr: f64) -> Result<f64> {
+        let value = scalar(loss)?;
+        if !value.is_finite() {
+            return Err(self.diverged("loss", value, lr));
         }
+        Ok(value)
+    }
+
+    fn micro_gradients(&self, loss: &Tensor) -> Result<Grads> {
+        scaled_gradients(self.optimizer.params(), loss, self.config.grad_accumulation)
+    }
+
+    /// Clips, updates the weights, the clamps and the EMA; logs and reports the step.
+    fn finish_step(
+        &mut self,
+        mut grads: Grads,
+        loss_sum: f64,
+        lr: f64,
+        started: Instant,
+    ) -> Result<StepRecord> {
+        let accumulation = self.config.grad_accumulation;
         if grads.iter().all(Option::is_none) {
             return Err(Error::invalid(
                 "the loss does not depend on any trained parameter: is the model built from the \
@@ -491,6 +604,16 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The gradients of `loss / accumulation` for `params` (the mean over micro-batches).
+fn scaled_gradients(params: &Params, loss: &Tensor, accumulation: usize) -> Result<Grads> {
+    let loss = if accumulation > 1 {
+        loss.affine(1.0 / accumulation as f64, 0.0)?
+    } else {
+        loss.clone()
+    };
+    Ok(gradients(params, &loss.backward()?))
 }
 
 /// The value of a one-element loss tensor.
