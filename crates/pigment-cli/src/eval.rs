@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pigment::builtin::eval::{evaluate, ClipScorer, EvalConfig, EvalStep};
 use pigment::image::save_png;
-use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
+use pigment::pipelines::{LoadOptions, StableDiffusion};
 use pigment::samplers::SamplerKind;
 
 #[derive(Args)]
@@ -33,6 +33,9 @@ pub struct EvalArgs {
     /// Classifier-free guidance scale.
     #[arg(long, default_value_t = 7.5)]
     pub cfg: f64,
+    /// Guidance rescale phi, 0 to 1 (as `generate --guidance-rescale`).
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
     /// Sampler: ddpm, ddim, euler, euler_a, heun, dpmpp_2m, dpmpp_2m_sde, lcm.
     #[arg(long, default_value = "euler_a")]
     pub sampler: String,
@@ -83,6 +86,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seeds: args.seeds.clone(),
         steps: args.steps,
         cfg_scale: args.cfg,
+        guidance_rescale: args.guidance_rescale,
         sampler,
         ..EvalConfig::default()
     };
@@ -146,16 +150,7 @@ fn save(dir: &Path, step: &EvalStep, cfg: &EvalConfig, model_name: &str) -> pigm
         step.prompt.pairs.name(),
         step.seed
     );
-    let request = Txt2ImgRequest {
-        prompt: step.prompt.caption.clone(),
-        steps: cfg.steps,
-        cfg_scale: cfg.cfg_scale,
-        sampler: cfg.sampler,
-        seed: step.seed,
-        width: cfg.width,
-        height: cfg.height,
-        ..Txt2ImgRequest::default()
-    };
+    let request = cfg.request(&step.prompt.caption, step.seed);
     let infotext = request.parameters(model_name).to_infotext();
     save_png(&dir.join(name), step.image, Some(&infotext), true)
 }

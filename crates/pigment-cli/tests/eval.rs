@@ -66,7 +66,15 @@ fn json_and_saved_images() {
     let dir = tempfile::tempdir().unwrap();
     let images: PathBuf = dir.path().join("images");
     let images_arg = images.display().to_string();
-    let out = eval(&["--json", "--save-images", &images_arg, "--sampler", "ddim"]);
+    let out = eval(&[
+        "--json",
+        "--save-images",
+        &images_arg,
+        "--sampler",
+        "ddim",
+        "--guidance-rescale",
+        "0.5",
+    ]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "stderr: {stderr}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
@@ -81,6 +89,11 @@ fn json_and_saved_images() {
     assert_eq!(saved[0], "0001-single-seen-seed0.png");
     let first = image::open(images.join(&saved[0])).unwrap();
     assert_eq!((first.width(), first.height()), (64, 64));
+    // Each image records the request that made it, guidance rescale included.
+    let params = pigment::image::read_png_parameters(&images.join(&saved[0]))
+        .unwrap()
+        .unwrap();
+    assert!(params.contains("CFG Rescale phi: 0.5"), "{params}");
 }
 
 #[test]
@@ -93,6 +106,7 @@ fn bad_input_is_a_clean_error() {
             "--prompts-per-category",
         ),
         (&["--seeds", "x"][..], "--seeds"),
+        (&["--guidance-rescale", "2"][..], "--guidance-rescale 2"),
     ] {
         let out = eval(args);
         let stderr = text(&out.stderr);

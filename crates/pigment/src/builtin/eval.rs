@@ -82,6 +82,8 @@ pub struct EvalConfig {
     pub seeds: Vec<u64>,
     pub steps: usize,
     pub cfg_scale: f64,
+    /// Guidance rescale phi ([`Txt2ImgRequest::guidance_rescale`]; 0: plain guidance).
+    pub guidance_rescale: f64,
     pub sampler: SamplerKind,
     pub width: usize,
     pub height: usize,
@@ -96,6 +98,7 @@ impl Default for EvalConfig {
             seeds: vec![0, 1, 2],
             steps: 20,
             cfg_scale: 7.5,
+            guidance_rescale: 0.0,
             sampler: SamplerKind::EulerAncestral,
             width: 64,
             height: 64,
@@ -104,6 +107,22 @@ impl Default for EvalConfig {
 }
 
 impl EvalConfig {
+    /// The text-to-image request of one evaluation image.
+    pub fn request(&self, caption: &str, seed: u64) -> Txt2ImgRequest {
+        Txt2ImgRequest {
+            prompt: caption.to_string(),
+            steps: self.steps,
+            cfg_scale: self.cfg_scale,
+            guidance_rescale: self.guidance_rescale,
+            sampler: self.sampler,
+            seed,
+            width: self.width,
+            height: self.height,
+            batch_size: 1,
+            ..Txt2ImgRequest::default()
+        }
+    }
+
     /// Reject settings that would evaluate nothing, with the fix in the message.
     pub fn validate(&self) -> Result<()> {
         if self.prompts_per_category == 0 {
@@ -115,6 +134,12 @@ impl EvalConfig {
             return Err(Error::invalid(
                 "no seeds given: pass at least one, e.g. --seeds 0,1,2",
             ));
+        }
+        if !(0.0..=1.0).contains(&self.guidance_rescale) {
+            return Err(Error::invalid(format!(
+                "--guidance-rescale {}: must be between 0 (plain guidance) and 1",
+                self.guidance_rescale
+            )));
         }
         Ok(())
     }
@@ -224,17 +249,7 @@ pub fn evaluate(
     let mut results = Vec::with_capacity(total);
     for prompt in &prompts {
         for &seed in &cfg.seeds {
-            let request = Txt2ImgRequest {
-                prompt: prompt.caption.clone(),
-                steps: cfg.steps,
-                cfg_scale: cfg.cfg_scale,
-                sampler: cfg.sampler,
-                seed,
-                width: cfg.width,
-                height: cfg.height,
-                batch_size: 1,
-                ..Txt2ImgRequest::default()
-            };
+            let request = cfg.request(&prompt.caption, seed);
             let output = model.txt2img(&request, &mut |_, _| {})?;
             let image = tensor_to_images(&output.decoded)?
                 .into_iter()
