@@ -95,8 +95,8 @@ impl CustomOp3 for GemmBackwardConv {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (grad_x, grad_w) =
-            conv_gradients(x, weight, grad, self.stride, self.padding, |a, b| {
-                a.conv2d(b, 0, 1, 1, 1)
+            conv_gradients(x, weight, grad, self.stride, self.padding, |a, b, pad| {
+                a.conv2d(b, pad, 1, 1, 1)
             })?;
         Ok((Some(grad_x), Some(grad_w), None))
     }
@@ -156,56 +156,91 @@ impl CustomOp2 for TrainConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (grad_x, grad_w) =
-            conv_gradients(x, weight, grad, self.stride, self.padding, |a, b| {
-                a.apply_op2_no_bwd(
-                    b,
-                    &TrainConv {
-                        stride: 1,
-                        padding: 0,
-                    },
-                )
-            })?;
+        let grad = grad.contiguous()?;
+        let grad_x = input_gradient(x, weight, &grad, self.stride, self.padding, |a, b, pad| {
+            a.apply_op2_no_bwd(
+                b,
+                &TrainConv {
+                    stride: 1,
+                    padding: pad,
+                },
+            )
+        })?;
+        let grad_w = if self.stride == 1 {
+            let k = weight.dim(3)?;
+            super::conv_weight_grad::weight_grad_stride1(x, &grad, k, self.padding)?
+        } else {
+            weight_gradient(x, weight, &grad, self.stride, self.padding)?
+        };
         Ok((Some(grad_x), Some(grad_w)))
     }
 }
 
 /// Both gradients of y = conv2d(x, weight) (stride `s`, padding `p`) given dL/dy `grad`, as
-/// GEMMs (see the module doc); `conv_unpadded(a, b)` is a stride-1, unpadded conv2d of `a` with
-/// the kernel `b`, no gradient needed.
+/// GEMMs (see the module doc); `conv_stride1(a, b, pad)` is a stride-1 conv2d of `a` with the
+/// kernel `b` and zero padding `pad`, no gradient needed.
 fn conv_gradients(
     x: &Tensor,
     weight: &Tensor,
     grad: &Tensor,
     s: usize,
     p: usize,
-    conv_unpadded: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    conv_stride1: impl Fn(&Tensor, &Tensor, usize) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
+    let grad = grad.contiguous()?;
+    let grad_x = input_gradient(x, weight, &grad, s, p, conv_stride1)?;
+    Ok((grad_x, weight_gradient(x, weight, &grad, s, p)?))
+}
+
+/// dL/dx of y = conv2d(x, weight) given a contiguous dL/dy `grad` (see [`conv_gradients`]).
+fn input_gradient(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    s: usize,
+    p: usize,
+    conv_stride1: impl Fn(&Tensor, &Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
     let (_, _, height, width) = x.dims4()?;
     let (_, _, k, _) = weight.dims4()?;
-    let grad = grad.contiguous()?;
-    let (batch, out_c, oh, ow) = grad.dims4()?;
 
     // Input gradient: dilate dY by the stride (and cover rows the forward's floor division
     // skipped), pad by k - 1 - p, convolve with the flipped, transposed kernel.
     let span_h = height + 2 * p - k + 1;
     let span_w = width + 2 * p - k + 1;
-    let dilated = dilate(&grad, s, span_h, span_w)?;
     let flipped = flip_spatial(weight)?.transpose(0, 1)?.contiguous()?;
     let edge = k - 1;
-    let padded = dilated
-        .pad_with_zeros(2, edge, edge)?
-        .pad_with_zeros(3, edge, edge)?;
-    let padded = if p > 0 {
-        padded
-            .narrow(2, p, span_h + 2 * edge - 2 * p)?
-            .narrow(3, p, span_w + 2 * edge - 2 * p)?
-            .contiguous()?
+    if s == 1 && p <= edge {
+        // Nothing to dilate (span = output size): the convolution pads dY itself, with no
+        // padded copy.
+        conv_stride1(grad, &flipped, edge - p)
     } else {
-        padded
-    };
-    let grad_x = conv_unpadded(&padded, &flipped)?;
+        let dilated = dilate(grad, s, span_h, span_w)?;
+        let padded = dilated
+            .pad_with_zeros(2, edge, edge)?
+            .pad_with_zeros(3, edge, edge)?;
+        let padded = if p > 0 {
+            padded
+                .narrow(2, p, span_h + 2 * edge - 2 * p)?
+                .narrow(3, p, span_w + 2 * edge - 2 * p)?
+                .contiguous()?
+        } else {
+            padded
+        };
+        conv_stride1(&padded, &flipped, 0)
+    }
+}
 
+/// dL/dweight of y = conv2d(x, weight) given a contiguous dL/dy `grad`, on any device.
+fn weight_gradient(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    s: usize,
+    p: usize,
+) -> Result<Tensor> {
+    let (_, _, k, _) = weight.dims4()?;
+    let (batch, out_c, oh, ow) = grad.dims4()?;
     // Weight gradient, one GEMM per tap with the batch folded into the inner dimension:
     // dY as [out, B*px] times the tap's pixels as [B*px, in] (a batched product summed over
     // the batch afterwards spent its time in candle's slow sum over dimension 0).
@@ -235,10 +270,9 @@ fn conv_gradients(
         }
     }
     let (out_w, in_w) = taps[0].dims2()?;
-    let grad_w = Tensor::stack(&taps, 2)?
+    Tensor::stack(&taps, 2)?
         .reshape((out_w, in_w, k, k))?
-        .to_dtype(weight.dtype())?;
-    Ok((grad_x, grad_w))
+        .to_dtype(weight.dtype())
 }
 
 /// dY [B, C, n, m] placed at every `stride`-th position of a zero [B, C, span_h, span_w].

@@ -8,6 +8,7 @@ mod conv2d;
 pub mod conv2d_train;
 mod conv_kernel;
 mod conv_strided;
+mod conv_weight_grad;
 mod dense;
 mod fast_exp;
 mod geglu;
