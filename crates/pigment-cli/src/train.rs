@@ -78,14 +78,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let device = pigment::device::parse_device(&args.device)?;
-    let micro_batches = args.micro_batches.unwrap_or_else(|| {
-        let splits = device.is_cpu() && name != "clip" && args.batch.is_multiple_of(2);
-        if splits {
+    let micro_batches = args.micro_batches.unwrap_or(
+        if device.is_cpu() && name != "clip" && args.batch.is_multiple_of(2) {
             2
         } else {
             1
-        }
-    });
+        },
+    );
     if micro_batches > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Each micro-batch runs candle's element-wise ops on its own thread; candle's shared
         // pool for them (sized by this variable, read at its first use) would otherwise

@@ -295,14 +295,9 @@ impl Trainer {
         let mut grads: Grads = Vec::new();
         let mut loss_sum = 0.0;
         for micro_step in 0..self.config.grad_accumulation {
-            let mut ctx = StepContext {
-                step: self.step,
-                micro_step,
-                indices: self.data.next_batch(self.config.batch_size),
-                rng: &mut self.rng,
-            };
+            let mut ctx = self.micro_batch(micro_step);
             let loss = loss_fn(&mut ctx)?;
-            loss_sum += self.finite_loss(&loss, lr)?;
+            loss_sum += self.finite(scalar(&loss)?, lr)?;
             accumulate(&mut grads, self.micro_gradients(&loss)?)?;
         }
         self.finish_step(grads, loss_sum, lr, started)
@@ -319,12 +314,7 @@ impl Trainer {
         let accumulation = self.config.grad_accumulation;
         let mut jobs = Vec::with_capacity(accumulation);
         for micro_step in 0..accumulation {
-            let mut ctx = StepContext {
-                step: self.step,
-                micro_step,
-                indices: self.data.next_batch(self.config.batch_size),
-                rng: &mut self.rng,
-            };
+            let mut ctx = self.micro_batch(micro_step);
             jobs.push(prepare(&mut ctx)?);
         }
         let mut grads: Grads = Vec::new();
@@ -332,7 +322,7 @@ impl Trainer {
         if accumulation == 1 {
             let job = jobs.pop().expect("one micro-batch was prepared");
             let loss = loss_fn(job, &mut self.rng)?;
-            loss_sum = self.finite_loss(&loss, lr)?;
+            loss_sum = self.finite(scalar(&loss)?, lr)?;
             grads = self.micro_gradients(&loss)?;
         } else {
             use rayon::prelude::*;
@@ -353,10 +343,7 @@ impl Trainer {
             // Summed in micro-batch order: the same numbers whatever the thread count.
             for result in results {
                 let (value, micro_grads) = result?;
-                if !value.is_finite() {
-                    return Err(self.diverged("loss", value, lr));
-                }
-                loss_sum += value;
+                loss_sum += self.finite(value, lr)?;
                 accumulate(&mut grads, micro_grads)?;
             }
         }
@@ -378,9 +365,18 @@ impl Trainer {
         Ok((started, lr))
     }
 
-    /// The loss's value; an error when it is not a finite number.
-    fn finite_loss(&self, loss: &Tensor, lr: f64) -> Result<f64> {
-        let value = scalar(loss)?;
+    /// The next micro-batch's indices, with the run's random stream.
+    fn micro_batch(&mut self, micro_step: usize) -> StepContext<'_> {
+        StepContext {
+            step: self.step,
+            micro_step,
+            indices: self.data.next_batch(self.config.batch_size),
+            rng: &mut self.rng,
+        }
+    }
+
+    /// A micro-batch's loss value; an error when it is not a finite number.
+    fn finite(&self, value: f64, lr: f64) -> Result<f64> {
         if !value.is_finite() {
             return Err(self.diverged("loss", value, lr));
         }
