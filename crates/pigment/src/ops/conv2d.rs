@@ -13,7 +13,7 @@ use super::conv_kernel::{conv2d_f32, ConvGeometry};
 use super::conv_strided::conv2d_im2col_f32;
 use super::layer_adapter::{adapted, adapter_for, LayerAdapter, LayerGeometry};
 use super::packed_weight::PackedWeight;
-use super::winograd::{winograd_conv2d_f32, winograd_for};
+use super::winograd::{conv2d_stride2_f32, stride2_applies, winograd_conv2d_f32, winograd_for};
 use crate::error::{Error, Result};
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
@@ -306,10 +306,13 @@ impl CustomOp2 for FastConv {
             padding: self.padding,
         };
         let (oh, ow) = g.output_size()?;
-        // 3x3 stride 1 with enough tiles: Winograd (fewer multiplies, winograd.rs); stride > 1:
-        // im2col blocks, one deep GEMM each (conv_strided.rs).
+        // 3x3 stride 1 with enough tiles: Winograd (fewer multiplies, winograd/); 3x3 stride 2
+        // with enough tiles on AVX-512: the stride-2 Winograd split (winograd/stride2.rs);
+        // other stride > 1: im2col blocks, one deep GEMM each (conv_strided.rs).
         let bias = self.bias.as_deref();
-        let y = if self.stride > 1 {
+        let y = if stride2_applies(&g) {
+            conv2d_stride2_f32(x, weight, bias, &g)?
+        } else if self.stride > 1 {
             conv2d_im2col_f32(x, weight, bias, &g)?
         } else {
             match winograd_for(&g) {
@@ -416,7 +419,11 @@ mod tests {
 
     #[test]
     fn matches_candle_conv2d_on_many_shapes() {
-        let shapes: [Case; 12] = [
+        let shapes: [Case; 14] = [
+            // 3x3 stride 2 with >= 256 output tiles: the stride-2 Winograd split on AVX-512
+            // (winograd/stride2.rs), padding 1 (UNet) and 0 (the VAE encoder's padded input).
+            (2, 6, 5, 47, 45, 3, 2, 1),
+            (1, 3, 4, 65, 65, 3, 2, 0),
             (2, 8, 16, 9, 7, 3, 1, 1),
             (1, 5, 3, 8, 8, 3, 2, 1),
             (2, 6, 4, 9, 11, 3, 2, 1),

@@ -17,6 +17,7 @@ mod group_norm;
 pub mod layer_adapter;
 mod layer_norm;
 mod linear;
+mod packed_gemm;
 pub mod packed_weight;
 mod token_projection;
 mod winograd;

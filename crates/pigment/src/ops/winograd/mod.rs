@@ -27,11 +27,13 @@ use super::conv_kernel::ConvGeometry;
 
 mod driver;
 mod rows;
+mod stride2;
 #[cfg(test)]
 mod tests;
 mod tiles;
 
 use driver::{run, Blocking};
+pub(crate) use stride2::{applies as stride2_applies, conv2d_stride2_f32};
 use tiles::{F2, F4};
 
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
@@ -73,6 +75,12 @@ fn allowed() -> Allowed {
     } else {
         Allowed::Off
     }
+}
+
+/// Whether Winograd paths may run at all (not turned off by [`set_winograd_conv`] or
+/// `PIGMENT_WINOGRAD=0`).
+fn enabled() -> bool {
+    allowed() != Allowed::Off
 }
 
 /// The Winograd tile size for this call of `Conv2d`'s fast path, or None for the direct
