@@ -1,8 +1,11 @@
 """Time torch's CPU f32 conv2d on Stable Diffusion 1.5's conv shapes, with 2 threads, to compare
 with `cargo run -p pigment --example conv_bench` (same shapes, same GFLOP/s formula).
 
-Run from the repo root: python tools/bench/conv_bench.py [--reps N] [--only LABEL-PART]
+Run from the repo root: python tools/bench/conv_bench.py [--reps N] [--only LABEL-PART] [--json]
+(--json: one JSON object per shape, {"label", "gflop", "ms"}, for kernels_side_by_side.py).
 """
+
+import json
 
 import sys
 import time
@@ -56,10 +59,12 @@ def arg(name, default):
 
 def main():
     reps = int(arg("--reps", "3"))
+    as_json = "--json" in sys.argv
     only = arg("--only", "")
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    if not as_json:
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     with torch.no_grad():
         for label, b, cin, cout, h, w, k, s, p in SHAPES:
             if only not in label:
@@ -85,9 +90,13 @@ def main():
                 run()
                 times.append(time.perf_counter() - t)
             best = min(times)
-            print(f"{label:24s} {best * 1e3:9.1f} ms {gflop(b, cin, cout, h, w, k, s, p) / best:7.1f} GFLOP/s")
+            g = gflop(b, cin, cout, h, w, k, s, p)
+            if as_json:
+                print(json.dumps({"label": label, "gflop": g, "ms": best * 1e3}), flush=True)
+                continue
+            print(f"{label:24s} {best * 1e3:9.1f} ms {g / best:7.1f} GFLOP/s")
         for label, b, c, h, w in NORM_SHAPES:
-            if only not in label:
+            if only not in label or as_json:
                 continue
             x = torch.randn(b, c, h, w)
             norm = torch.nn.GroupNorm(32, c, eps=1e-6)

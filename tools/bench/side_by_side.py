@@ -330,6 +330,11 @@ def main():
     p.add_argument("--section-out", default=None, help="GPU: also merge this run's subsection into FILE")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also run Pigment's memory rows (low-memory 512 generations with f32 and f16 weights, a tiled 2048 decode)")
+    p.add_argument("--kernels", action="store_true",
+                   help="CPU: also the kernels section (every SD1.5 conv shape and the attention against PyTorch, the FMA peak; tools/bench/kernels.py)")
+    p.add_argument("--examples", default=os.path.join("target", "release", "examples"),
+                   help="where the release examples conv_bench, attention_bench and peak_flops are (--kernels)")
+    p.add_argument("--kernel-rounds", type=int, default=3, help="--kernels: rounds of each engine, alternating")
     p.add_argument("--merge", default=None, metavar="FILE",
                    help="copy the GPU subsections of FILE into --out; runs nothing")
     args = p.parse_args()
@@ -371,7 +376,16 @@ def main():
             memory = memory_rows(args, env) if args.memory else []
         except EngineFailed as e:
             sys.exit(f"benchmark failed: {e}")
-        write_cpu(args.out, cpu_markdown(args, pig, ref, pig_cmd, ref_cmd) + memory_markdown(memory, ref, pig))
+        kernels_md = ""
+        if args.kernels:
+            import kernels
+
+            unet = next((r for r in pig["rows"] if r["component"] == "unet" and r["size"] == 512), None)
+            result = kernels.measure(args.examples, args.python, args.threads, args.kernel_rounds, 5, env)
+            kernels_md = "\n" + kernels.markdown(result, args.threads, args.kernel_rounds, show,
+                                                  unet and unet["gflops_per_s"])
+        write_cpu(args.out, cpu_markdown(args, pig, ref, pig_cmd, ref_cmd) + memory_markdown(memory, ref, pig)
+                  + kernels_md)
         print(f"wrote {args.out}", file=sys.stderr)
         return
 

@@ -10,6 +10,8 @@
 //! The VAE encoder's down-samplers are timed on the already padded (H+1)x(W+1) input.
 //!
 //! cargo run --release -p pigment --example conv_bench [--fast-only] [--only LABEL-PART] [--reps N]
+//! [--json] (--json: one JSON object per conv shape, {"label", "gflop", "pigment_ms",
+//! "direct_ms"}, no candle column and no GroupNorm rows, for tools/bench/kernels_side_by_side.py)
 
 use std::time::Instant;
 
@@ -68,7 +70,8 @@ fn best_time(
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let fast_only = args.iter().any(|a| a == "--fast-only");
+    let json = args.iter().any(|a| a == "--json");
+    let fast_only = json || args.iter().any(|a| a == "--fast-only");
     // --only PART: just the shapes whose label contains PART (for profiling one shape).
     let only = args
         .iter()
@@ -82,22 +85,24 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let dev = Device::Cpu;
-    println!(
-        "threads {}; GFLOP/s, best of {reps} (candle: best of 1)",
-        candle_core::utils::get_num_threads()
-    );
-    println!(
-        "{:24} {:>10} {:>8} {:>10} {:>8} {:>10} {:>8}",
-        "shape", "candle ms", "GFLOP/s", "pigment ms", "GFLOP/s", "direct ms", "GFLOP/s"
-    );
-    // The machine's matmul speed right now (other processes share the cores): the ceiling.
-    let a = Tensor::randn(0f32, 1.0, (320, 2880), &dev)?;
-    let m = Tensor::randn(0f32, 1.0, (2880, 4096), &dev)?;
-    let t = best_time(3, || a.matmul(&m))?;
-    println!(
-        "candle matmul 320x2880x4096: {:.1} GFLOP/s",
-        2.0 * 320.0 * 2880.0 * 4096.0 / 1e9 / t
-    );
+    if !json {
+        println!(
+            "threads {}; GFLOP/s, best of {reps} (candle: best of 1)",
+            candle_core::utils::get_num_threads()
+        );
+        println!(
+            "{:24} {:>10} {:>8} {:>10} {:>8} {:>10} {:>8}",
+            "shape", "candle ms", "GFLOP/s", "pigment ms", "GFLOP/s", "direct ms", "GFLOP/s"
+        );
+        // The machine's matmul speed right now (other processes share the cores): the ceiling.
+        let a = Tensor::randn(0f32, 1.0, (320, 2880), &dev)?;
+        let m = Tensor::randn(0f32, 1.0, (2880, 4096), &dev)?;
+        let t = best_time(3, || a.matmul(&m))?;
+        println!(
+            "candle matmul 320x2880x4096: {:.1} GFLOP/s",
+            2.0 * 320.0 * 2880.0 * 4096.0 / 1e9 / t
+        );
+    }
     for &(label, b, cin, cout, h, w, k, s, p) in SHAPES {
         if only
             .as_ref()
@@ -116,6 +121,14 @@ fn main() -> anyhow::Result<()> {
         let direct = best_time(reps, || conv.forward(&x));
         set_winograd_conv(true);
         let direct = direct?;
+        if json {
+            println!(
+                "{{\"label\": \"{label}\", \"gflop\": {gflop:.4}, \"pigment_ms\": {:.3}, \"direct_ms\": {:.3}}}",
+                fast * 1e3,
+                direct * 1e3
+            );
+            continue;
+        }
         let candle = if fast_only {
             f64::NAN
         } else {
@@ -130,6 +143,9 @@ fn main() -> anyhow::Result<()> {
             direct * 1e3,
             gflop / direct
         );
+    }
+    if json {
+        return Ok(());
     }
     // GroupNorm(32) + SiLU, as in every resnet: (label, batch, channels, height, width).
     for (label, b, c, h, w) in [
