@@ -13,16 +13,7 @@ import time
 
 import torch
 
-
-def status_bytes(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+from proc_memory import reset_peak_rss, status_bytes
 
 
 def main():
@@ -44,17 +35,13 @@ def main():
     with torch.no_grad():
         # Memory first, before the timed runs leave freed buffers for it to reuse.
         extra = None
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            before = status_bytes("VmRSS:")
+        before = status_bytes("VmRSS:")
+        if reset_peak_rss() and before is not None:
             out = sdpa(q, k, v)
             peak = status_bytes("VmHWM:")
-            if before is not None and peak is not None:
+            if peak is not None:
                 extra = max(0.0, peak - before - out.numel() * 4)
             del out
-        except OSError:
-            pass
         sdpa(q, k, v)
         times = []
         for _ in range(3):

@@ -32,8 +32,11 @@ import sys
 import time
 
 import torch
+
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from proc_memory import reset_peak_rss, status_bytes
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -98,26 +101,6 @@ ARCHS = {
         prediction_type="epsilon",
     ),
 }
-
-
-def status_bytes(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 @torch.no_grad()

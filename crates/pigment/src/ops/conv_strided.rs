@@ -13,12 +13,13 @@
 //! thread at once and the GEMMs without gemm's thread synchronisation (one shared block at a
 //! time, built in parallel and multiplied by gemm's own threading, measured 1.3-2x slower on SD's shapes, 2 threads, best of 3 runs on a busy machine).
 //!
-//! Tried and dropped: a stride-2 Winograd tile for the 3x3 down-samplers (each 1-D output pair
-//! split into its even taps, done as F(2, 2), and its odd tap: 25 instead of 36 multiplies per
-//! 2x2 output tile, on the Winograd driver of winograd/). It ran 13-14.7 ms against this
-//! kernel's 11.9-12.6 ms on SD's 320-channel down-sampler at batch 2 (2 threads, same run): its
-//! 25 GEMMs reduce over K = in channels only and ran at ~200 GFLOP/s against the deep K's
-//! ~320, which with the transforms ate the 0.69x in multiplies. Also slower: the GEMM turned
+//! On AVX-512 CPUs the 3x3 stride-2 convolutions with >= 256 output tiles do not come here but
+//! go to winograd/stride2.rs (each 1-D output pair split into its even taps, done as F(2, 2),
+//! and its odd tap: 25 instead of 36 multiplies per 2x2 tile). A first version of that split on
+//! the `gemm` crate lost to this kernel (13-14.7 ms against 11.9-12.6 on SD's 320-channel
+//! down-sampler): its 25 GEMMs reduce over K = in channels only, where `gemm` ran at ~62% of
+//! its deep-K speed. It wins on ops/packed_gemm.rs's kernel, which runs them at the FMA peak.
+//! Also slower than this kernel: the GEMM turned
 //! round ([pixels, out] = cols^T W^T, then transposed into the planes; 14-16 ms), although
 //! candle's matmul runs that orientation faster on contiguous operands (364 against 331
 //! GFLOP/s for 4096x2880x320 against 320x2880x4096).

@@ -77,6 +77,51 @@ pub(super) fn even_ranges(count: usize, parts: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// What [`checked_output`] hands back.
+pub(super) enum Prepared {
+    /// Zeros of the output's size, for the caller to fill.
+    Zeros(Vec<f32>),
+    /// The whole answer already: nothing to multiply (no output pixels or no input channels),
+    /// so the output is the bias alone.
+    Done(Vec<f32>),
+}
+
+/// Checks the operand sizes of a 3x3 convolution call (`weight_len` = 9 * out * in values) and
+/// makes its [batch, out, oh, ow] output; `what` names the kernel in the error.
+pub(super) fn checked_output(
+    x: &[f32],
+    weight_len: usize,
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    what: &str,
+) -> Result<Prepared> {
+    let (oh, ow) = g.output_size()?;
+    let (cin, cout) = (g.in_channels, g.out_channels);
+    let item_in = cin * g.height * g.width;
+    if x.len() != g.batch * item_in
+        || weight_len != 9 * cout * cin
+        || bias.is_some_and(|b| b.len() != cout)
+    {
+        return Err(Error::Msg(format!(
+            "{what}: input has {} values, the weight {weight_len} and the bias {:?}, expected {}, {} and {cout}",
+            x.len(),
+            bias.map(|b| b.len()),
+            g.batch * item_in,
+            9 * cout * cin
+        )));
+    }
+    let mut out = crate::ops::buffers::zeros(g.batch * cout * oh * ow);
+    if out.is_empty() || cin == 0 {
+        if let Some(bias) = bias {
+            for (plane, &b) in out.chunks_exact_mut(oh * ow).zip(bias.iter().cycle()) {
+                plane.fill(b);
+            }
+        }
+        return Ok(Prepared::Done(out));
+    }
+    Ok(Prepared::Zeros(out))
+}
+
 /// Scratch of one GEMM task.
 #[derive(Default)]
 pub(super) struct TaskScratch {
@@ -106,29 +151,10 @@ pub(super) fn run<K: Kind>(
             g.kernel, g.stride
         )));
     }
-    let item_in = cin * g.height * g.width;
-    if x.len() != g.batch * item_in
-        || taps.len() != 9 * cout * cin
-        || bias.is_some_and(|b| b.len() != cout)
-    {
-        return Err(Error::Msg(format!(
-            "winograd conv2d: input has {} values, the weight {} and the bias {:?}, expected {}, {} and {cout}",
-            x.len(),
-            taps.len(),
-            bias.map(|b| b.len()),
-            g.batch * item_in,
-            9 * cout * cin
-        )));
-    }
-    let mut out = crate::ops::buffers::zeros(g.batch * cout * oh * ow);
-    if out.is_empty() || cin == 0 {
-        if let Some(bias) = bias {
-            for (plane, &b) in out.chunks_exact_mut(oh * ow).zip(bias.iter().cycle()) {
-                plane.fill(b);
-            }
-        }
-        return Ok(out);
-    }
+    let mut out = match checked_output(x, taps.len(), bias, g, "winograd conv2d")? {
+        Prepared::Done(out) => return Ok(out),
+        Prepared::Zeros(out) => out,
+    };
     let (tiles_x, tiles_y) = (ow.div_ceil(K::M), oh.div_ceil(K::M));
     let p = Plan {
         height: g.height,

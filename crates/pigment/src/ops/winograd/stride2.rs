@@ -27,7 +27,7 @@ use std::ops::Range;
 use candle_core::{Error, Result};
 use rayon::prelude::*;
 
-use super::driver::{even_ranges, split_strided, Blocking};
+use super::driver::{checked_output, even_ranges, split_strided, Blocking, Prepared};
 use crate::ops::conv_kernel::ConvGeometry;
 use crate::ops::packed_gemm::{self, MR, NR};
 
@@ -123,28 +123,10 @@ fn conv_with(
         )));
     }
     let item_in = cin * g.height * g.width;
-    if x.len() != g.batch * item_in
-        || weight.len() != 9 * cout * cin
-        || bias.is_some_and(|b| b.len() != cout)
-    {
-        return Err(Error::Msg(format!(
-            "stride-2 winograd conv2d: input has {} values, the weight {} and the bias {:?}, expected {}, {} and {cout}",
-            x.len(),
-            weight.len(),
-            bias.map(|b| b.len()),
-            g.batch * item_in,
-            9 * cout * cin
-        )));
-    }
-    let mut out = crate::ops::buffers::zeros(g.batch * cout * oh * ow);
-    if out.is_empty() || cin == 0 {
-        if let Some(bias) = bias {
-            for (plane, &b) in out.chunks_exact_mut(oh * ow).zip(bias.iter().cycle()) {
-                plane.fill(b);
-            }
-        }
-        return Ok(out);
-    }
+    let mut out = match checked_output(x, weight.len(), bias, g, "stride-2 winograd conv2d")? {
+        Prepared::Done(out) => return Ok(out),
+        Prepared::Zeros(out) => out,
+    };
     let p = Plan {
         cin,
         height: g.height,
@@ -193,7 +175,8 @@ fn conv_with(
             let x_item = &x[b * item_in..][..item_in];
             for &(k0, kc) in &chunks {
                 let region = &mut v[POINTS * k0 * padded..][..POINTS * kc * padded];
-                transform_input(&p, x_item, &band, k0, kc, padded, region);
+                // SAFETY: `conv_with` returned early unless AVX-512F is available.
+                unsafe { transform_input(&p, x_item, &band, k0, kc, padded, region) };
             }
             for (e, m_e) in mm.chunks_exact_mut(co_pad * padded).enumerate() {
                 for (i, &(k0, kc)) in chunks.iter().enumerate() {
@@ -202,7 +185,8 @@ fn conv_with(
                     packed_gemm::multiply_chunk(m_e, padded, left, right, kc, i > 0);
                 }
             }
-            transform_output(&p, mm, cout, co_pad, padded, &band, bias, &mut planes);
+            // SAFETY: as for `transform_input` above.
+            unsafe { transform_output(&p, mm, cout, co_pad, padded, &band, bias, &mut planes) };
         });
     });
     Ok(out)
@@ -242,25 +226,12 @@ fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// V for input channels k0..k0+kc of one batch item `x` [in, h, w] and its tile rows `rows`
 /// into `region` ([e][tile panel][kk][NR], tiles numbered row by row from the band's first).
-fn transform_input(
-    p: &Plan,
-    x: &[f32],
-    rows: &Range<usize>,
-    k0: usize,
-    kc: usize,
-    padded: usize,
-    region: &mut [f32],
-) {
-    // SAFETY: this path runs only where `packed_gemm::available()` (AVX-512F) holds.
-    unsafe { transform_input_avx512(p, x, rows, k0, kc, padded, region) }
-}
-
-/// [`transform_input`] compiled for AVX-512: every step is a loop over contiguous pixels or
-/// tiles. First along y over whole input rows (d0 = r0 - r2, d1 = r2, d2 = r4 - r2, d3 = r1,
+/// Compiled for AVX-512 (callers check it is there): every step is a loop over contiguous
+/// pixels or tiles. First along y over whole input rows (d0 = r0 - r2, d1 = r2, d2 = r4 - r2, d3 = r1,
 /// d4 = r3), then each of those 5 rows split into its 4 pixel phases (the stride-4 reads as
 /// one interleaved loop) and combined along x the same way.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-unsafe fn transform_input_avx512(
+unsafe fn transform_input(
     p: &Plan,
     x: &[f32],
     rows: &Range<usize>,
@@ -454,28 +425,13 @@ unsafe fn transform_weight_block(taps: [&[f32]; 9], dst: &mut [&mut [f32]]) {
 }
 
 /// Y = A^T M A for each tile of the band `rows` of every output channel, plus the bias, into
-/// `planes[o]`: output rows 2 * rows.start .. of channel o's plane.
-#[allow(clippy::too_many_arguments)]
-fn transform_output(
-    p: &Plan,
-    mm: &[f32],
-    cout: usize,
-    co_pad: usize,
-    padded: usize,
-    rows: &Range<usize>,
-    bias: Option<&[f32]>,
-    planes: &mut [&mut [f32]],
-) {
-    // SAFETY: this path runs only where `packed_gemm::available()` (AVX-512F) holds.
-    unsafe { transform_output_avx512(p, mm, cout, co_pad, padded, rows, bias, planes) }
-}
-
-/// [`transform_output`] compiled for AVX-512, as loops over the tiles of a tile row: along x
+/// `planes[o]`: output rows 2 * rows.start .. of channel o's plane. Compiled for AVX-512
+/// (callers check it is there), as loops over the tiles of a tile row: along x
 /// (s[a][j] from M's rows a*5 + 0..5), along y, then each tile's 2 output columns interleaved
 /// into the output rows.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-unsafe fn transform_output_avx512(
+unsafe fn transform_output(
     p: &Plan,
     mm: &[f32],
     cout: usize,
