@@ -494,6 +494,7 @@ unsafe fn transform_output(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::reference;
     use super::*;
     use crate::ops::test_values;
 
@@ -519,43 +520,6 @@ mod tests {
             ];
             assert_eq!(y, direct, "x {x:?} w {w:?}");
         }
-    }
-
-    /// Straightforward f64 stride-2 convolution, weight [out, in, 3, 3].
-    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f64> {
-        let (oh, ow) = g.output_size().unwrap();
-        let mut y = vec![0f64; g.batch * g.out_channels * oh * ow];
-        for b in 0..g.batch {
-            for o in 0..g.out_channels {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = bias.map_or(0.0, |b| b[o] as f64);
-                        for c in 0..g.in_channels {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let iy = (2 * oy + ky) as isize - g.padding as isize;
-                                    let ix = (2 * ox + kx) as isize - g.padding as isize;
-                                    if iy < 0
-                                        || ix < 0
-                                        || iy >= g.height as isize
-                                        || ix >= g.width as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xv = x[((b * g.in_channels + c) * g.height + iy as usize)
-                                        * g.width
-                                        + ix as usize];
-                                    let wv = w[((o * g.in_channels + c) * 3 + ky) * 3 + kx];
-                                    acc += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((b * g.out_channels + o) * oh + oy) * ow + ox] = acc;
-                    }
-                }
-            }
-        }
-        y
     }
 
     fn check(g: ConvGeometry, with_bias: bool, bands: Bands) {

@@ -30,9 +30,9 @@ fn normal(len: usize, seed: u64, std: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Straightforward f64 direct convolution (cross-correlation, as torch's conv2d):
-/// weight [out, in, 3, 3].
-fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f64> {
+/// Straightforward f64 direct convolution (cross-correlation, as torch's conv2d), any stride:
+/// weight [out, in, 3, 3]. Also the reference of stride2.rs's tests.
+pub(super) fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f64> {
     let (oh, ow) = g.output_size().unwrap();
     let (h, wd, pad) = (g.height as isize, g.width as isize, g.padding as isize);
     let mut out = vec![0f64; g.batch * g.out_channels * oh * ow];
@@ -44,8 +44,8 @@ fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Ve
                     for i in 0..g.in_channels {
                         for ky in 0..3 {
                             for kx in 0..3 {
-                                let iy = (oy + ky) as isize - pad;
-                                let ix = (ox + kx) as isize - pad;
+                                let iy = (g.stride * oy + ky) as isize - pad;
+                                let ix = (g.stride * ox + kx) as isize - pad;
                                 if iy < 0 || ix < 0 || iy >= h || ix >= wd {
                                     continue;
                                 }
