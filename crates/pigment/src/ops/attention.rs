@@ -3,7 +3,8 @@
 //! softmax computed online (running row maximum and sum, earlier partial outputs rescaled by
 //! exp(m_old - m_new)), so the [Lq, Lk] score matrix is never materialised: memory per task is
 //! one [block_q, block_k] tile. Heads are read in place from the [B, L, H*D] projections (no
-//! split-heads copies) and tasks (batch, head, query block) run on candle's thread pool.
+//! split-heads copies) and tasks (batch item, query block), each over every head, run on candle's
+//! thread pool.
 //!
 //! Same result as softmax(q k^T / sqrt(d)) v up to f32 rounding of a differently ordered sum.
 //!

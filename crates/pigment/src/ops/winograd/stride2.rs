@@ -18,9 +18,9 @@
 //! transforms write V and U straight into its panel layouts, so nothing is packed twice.
 //!
 //! Layouts (both per depth chunk (k0, kc) of the input channels, chunks contiguous):
-//! V [e][tile panel][kk][NR] for one block of tile rows; U [e][out panel][kk][MR] for one task's
-//! output channels. Memory stays bounded as in the stride-1 driver: V covers a block of tile
-//! rows within `block_bytes`, U and M one task's output channels within `task_bytes`.
+//! U [e][out panel][kk][MR] for every output channel, made once per call (25/9 of the
+//! weights); V [e][tile panel][kk][NR] and M [e][out][tile] per task, a band of tile rows of one
+//! batch item sized by `task_bytes` but at least `MIN_BAND_TILES` tiles.
 
 use std::ops::Range;
 
@@ -38,6 +38,10 @@ const POINTS: usize = 25;
 /// UNet 320@64 at batch 2 has 512; 640@32 has 128 and 1280@16 32, where streaming U (25/9 of
 /// the weights) per few GEMM columns costs more than the multiplies saved.
 const MIN_TILES: usize = 256;
+
+/// Tiles a task's band holds at least where the image has them: each U panel then feeds enough
+/// GEMM columns to pay for streaming it.
+const MIN_BAND_TILES: usize = 256;
 
 /// B^T x for the five inputs of one output pair: (x0 - x2, x2, x4 - x2, x1, x3).
 #[inline(always)]
@@ -92,17 +96,16 @@ pub(crate) fn conv2d_stride2_f32(
 struct Bands {
     /// Bytes a task's V and M may each take.
     task_bytes: usize,
-    /// Tiles a band holds at least where the image has them: each U panel then feeds enough
-    /// GEMM columns to pay for streaming it.
+    /// Tiles a band holds at least (`MIN_BAND_TILES`; tests make it smaller).
     min_tiles: usize,
 }
 
 impl Default for Bands {
-    /// The stride-1 driver's task budget (`PIGMENT_WINOGRAD_TASK_BYTES`), 256 tiles at least.
+    /// The stride-1 driver's task budget (`PIGMENT_WINOGRAD_TASK_BYTES`), MIN_BAND_TILES.
     fn default() -> Self {
         Bands {
             task_bytes: Blocking::from_env().task_bytes,
-            min_tiles: 256,
+            min_tiles: MIN_BAND_TILES,
         }
     }
 }
@@ -192,19 +195,6 @@ fn conv_with(
     Ok(out)
 }
 
-/// Channels ahead whose input rows `transform_input` prefetches.
-const PREFETCH_AHEAD: usize = 4;
-
-/// A hint to bring the cache line at `ptr` into the caches (no effect on results).
-#[inline(always)]
-fn prefetch(ptr: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching has no architectural effect and never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(ptr.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
-    };
-}
-
 thread_local! {
     /// One task's V and M, kept by each pool thread between calls: every element a task reads
     /// it has written first (the padding lanes of the last tile panel only feed M columns that
@@ -264,21 +254,6 @@ unsafe fn transform_input(
                 Some(iy) => &plane[iy * p.width..][..used],
                 None => &zero_row[..],
             };
-            // Each channel reads only 5 short rows before the next, too little for the
-            // hardware prefetcher to follow: ask for a later channel's rows now.
-            if kk + PREFETCH_AHEAD < kc {
-                let ahead = &x[(k0 + kk + PREFETCH_AHEAD) * plane_len..][..plane_len];
-                for i in 0..5 {
-                    if let Some(iy) = (4 * ty + i)
-                        .checked_sub(p.padding)
-                        .filter(|&iy| iy < p.height)
-                    {
-                        for line in ahead[iy * p.width..][..used].chunks(16) {
-                            prefetch(line.as_ptr());
-                        }
-                    }
-                }
-            }
             // Along y, straight from the input rows.
             {
                 let (r0, r1, r2, r3, r4) = (
