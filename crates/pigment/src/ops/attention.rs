@@ -8,15 +8,17 @@
 //!
 //! Same result as softmax(q k^T / sqrt(d)) v up to f32 rounding of a differently ordered sum.
 //!
-//! Tried and dropped: S = Q K^T on `packed_gemm`'s kernel (Q packed once per block, each K
-//! tile packed as it comes, S rows padded to the kernel's 32 columns): 95-101 GFLOP/s against
-//! 119-126 with the `gemm` crate on SD's 4096-token layer (2-core EPYC, same binary, same run).
+//! Two block kernels: on AVX-512 CPUs, attention_packed.rs (S^T = K Q^T and O^T += V^T P^T on
+//! `packed_gemm`'s kernel, the softmax across queries in vector lanes; 160-169 GFLOP/s on SD's
+//! 4096-token layer, batch 2, 2-core EPYC); elsewhere [`attend_block`] here on the `gemm` crate
+//! (133-140 GFLOP/s on the same layer and machine).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::attention_packed::{attend_head, Scratch};
 use super::fast_exp::{exp_scaled_sum, exp_scaled_sum_max, max};
 use super::gemm::{gemm_f32_serial, Operand};
 
@@ -58,8 +60,10 @@ pub fn fused_attention(
     Ok(Some(out.to_dtype(dtype)?))
 }
 
-/// Queries per task at most.
+/// Queries per task at most (the `gemm` crate path).
 const BLOCK_Q: usize = 256;
+/// Queries per task at most on the packed kernel (attention_packed.rs).
+const PACKED_BLOCK_Q: usize = 2048;
 /// Keys per streamed tile.
 const BLOCK_K: usize = 512;
 /// How far (in scaled logits) a tile's scores may rise above the running maximum and still be
@@ -104,11 +108,30 @@ impl CustomOp3 for FusedAttention {
             );
         }
         let (q, k, v) = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
+        let shape = (batch, lq, lk, width);
+        let out = self.attend((q, k, v), shape, super::packed_gemm::available())?;
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+}
+
+impl FusedAttention {
+    /// The [batch, lq, width] output for q [batch, lq, width] and k, v [batch, lk, width], on
+    /// `packed_gemm`'s kernel (attention_packed.rs; AVX-512 only) or on the `gemm` crate.
+    fn attend(
+        &self,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (batch, lq, lk, width): (usize, usize, usize, usize),
+        packed: bool,
+    ) -> Result<Vec<f32>> {
         let head_dim = width / self.heads;
         // Smaller query blocks where a few large ones would leave threads idle (a task does
         // every head of its block): at least two tasks per thread where the queries allow.
         let threads = rayon::current_num_threads().max(1);
-        let block_q = BLOCK_Q
+        // The packed kernel packs each key tile once per query block, so it wants the largest
+        // blocks that still give every thread two tasks (SD's 4096-token layer at batch 2 on
+        // 2 threads: 256 / 512 / 1024 / 2048 queries, 144 / 156 / 165 / 169 GFLOP/s).
+        let largest = if packed { PACKED_BLOCK_Q } else { BLOCK_Q };
+        let block_q = largest
             .min(lq.div_ceil((2 * threads).div_ceil(batch.max(1))))
             .max(1);
         let geometry = Geometry {
@@ -133,6 +156,15 @@ impl CustomOp3 for FusedAttention {
             })
             .collect();
         let heads = self.heads;
+        if packed {
+            tasks.into_par_iter().for_each(|(b, qb, rows)| {
+                let mut scratch = Scratch::default();
+                for h in 0..heads {
+                    attend_head((q, k, v), &geometry, (b, h, qb), rows, &mut scratch);
+                }
+            });
+            return Ok(out);
+        }
         tasks.into_par_iter().try_for_each(|(b, qb, rows)| {
             for h in 0..heads {
                 let block = attend_block(q, k, v, &geometry, b, h, qb)?;
@@ -145,18 +177,18 @@ impl CustomOp3 for FusedAttention {
             }
             Ok::<(), candle_core::Error>(())
         })?;
-        Ok((CpuStorage::F32(out), ql.shape().clone()))
+        Ok(out)
     }
 }
 
-struct Geometry {
-    lq: usize,
-    lk: usize,
-    width: usize,
-    head_dim: usize,
-    scale: f32,
+pub(super) struct Geometry {
+    pub(super) lq: usize,
+    pub(super) lk: usize,
+    pub(super) width: usize,
+    pub(super) head_dim: usize,
+    pub(super) scale: f32,
     /// Queries per task.
-    block_q: usize,
+    pub(super) block_q: usize,
 }
 
 /// The output rows [rows, head_dim] of query block `qb` of head `h` in batch item `b`.
@@ -315,6 +347,51 @@ mod tests {
                 diff < 2e-5,
                 "b {b} lq {lq} lk {lk} heads {heads} d {d}: differs by {diff}"
             );
+        }
+        Ok(())
+    }
+
+    /// The packed kernel and the `gemm` crate path against each other and the reference on
+    /// ragged shapes (an AVX-512 machine runs the packed one through `fused_attention`, so the
+    /// other is checked here directly; elsewhere only the `gemm` path exists).
+    #[test]
+    fn both_kernels_match_the_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(b, lq, lk, heads, d) in &[(2, 97, 77, 3, 20), (1, 1100, 530, 2, 40), (1, 3, 1, 1, 72)]
+        {
+            let q = Tensor::randn(0f32, 2.0, (b, lq, heads * d), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (b, lk, heads * d), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (b, lk, heads * d), &dev)?;
+            let scale = 1.0 / (d as f64).sqrt();
+            let expected = reference(&q, &k, &v, heads, scale)
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let op = FusedAttention {
+                heads,
+                scale: scale as f32,
+            };
+            let (qv, kv, vv) = (
+                q.flatten_all()?.to_vec1::<f32>()?,
+                k.flatten_all()?.to_vec1::<f32>()?,
+                v.flatten_all()?.to_vec1::<f32>()?,
+            );
+            let kernels: &[bool] = if crate::ops::packed_gemm::available() {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &packed in kernels {
+                let got = op.attend((&qv, &kv, &vv), (b, lq, lk, heads * d), packed)?;
+                let diff = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, e)| (a - e).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    diff < 2e-5,
+                    "packed {packed}, b {b} lq {lq} lk {lk} d {d}: differs by {diff}"
+                );
+            }
         }
         Ok(())
     }

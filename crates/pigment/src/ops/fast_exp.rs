@@ -116,6 +116,91 @@ fn exp_scaled_sum_max_generic<const LANES: usize, const FMA: bool>(
     )
 }
 
+/// One online-softmax step over a tile of scores stored column-per-query: `panel` [rows][W],
+/// column c one query's scores against the tile's keys. Per column: the running maximum
+/// `max[c]` becomes m' = max(max[c], column max), `correction[c]` = exp(max[c] - m') (what the
+/// earlier partial output must be multiplied by; 0 on the first tile), the scores become
+/// exp(s - m') in place and `sum[c]` = sum[c] * correction[c] + their sum (FlashAttention,
+/// Dao et al. 2022, Algorithm 1, lines 10-12). Every operation runs across the W columns, so it
+/// vectorises without any horizontal reduction.
+#[inline(always)]
+fn softmax_columns_generic<const W: usize, const FMA: bool>(
+    panel: &mut [f32],
+    max: &mut [f32; W],
+    sum: &mut [f32; W],
+    correction: &mut [f32; W],
+) {
+    let mut top = *max;
+    for row in panel.chunks_exact(W) {
+        for (m, &x) in top.iter_mut().zip(row) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    for c in 0..W {
+        // Equal maxima (also both -inf, a column with no finite score yet) need no rescale.
+        correction[c] = if top[c] == max[c] {
+            1.0
+        } else {
+            exp_one::<FMA>(max[c] - top[c])
+        };
+    }
+    let mut acc = [0f32; W];
+    for row in panel.chunks_exact_mut(W) {
+        for ((x, a), &m) in row.iter_mut().zip(acc.iter_mut()).zip(&top) {
+            let y = exp_one::<FMA>(*x - m);
+            *x = y;
+            *a += y;
+        }
+    }
+    for c in 0..W {
+        sum[c] = sum[c] * correction[c] + acc[c];
+        max[c] = top[c];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_columns_avx512<const W: usize>(
+    panel: &mut [f32],
+    max: &mut [f32; W],
+    sum: &mut [f32; W],
+    correction: &mut [f32; W],
+) {
+    softmax_columns_generic::<W, true>(panel, max, sum, correction)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_columns_avx2<const W: usize>(
+    panel: &mut [f32],
+    max: &mut [f32; W],
+    sum: &mut [f32; W],
+    correction: &mut [f32; W],
+) {
+    softmax_columns_generic::<W, true>(panel, max, sum, correction)
+}
+
+/// The online-softmax step of [`softmax_columns_generic`] on the fastest copy this CPU runs.
+/// Rows past the last whole row of `panel` are ignored.
+pub fn softmax_columns<const W: usize>(
+    panel: &mut [f32],
+    max: &mut [f32; W],
+    sum: &mut [f32; W],
+    correction: &mut [f32; W],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { softmax_columns_avx512(panel, max, sum, correction) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { softmax_columns_avx2(panel, max, sum, correction) };
+    }
+    softmax_columns_generic::<W, false>(panel, max, sum, correction)
+}
+
 #[inline(always)]
 fn max_generic<const LANES: usize>(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -424,6 +509,43 @@ mod tests {
             exp_scaled_sum_max(&mut [], 1.0, 0.0),
             (0.0, f32::NEG_INFINITY)
         );
+    }
+
+    /// Two tiles through the column-wise online softmax give each column's exact softmax sum
+    /// (f64 reference), a correction of exactly exp(old max - new max), and 0 on the first tile.
+    #[test]
+    fn softmax_columns_matches_two_tiles_in_f64() {
+        const W: usize = 4;
+        let value = |r: usize, c: usize, tile: usize| {
+            ((r * 7 + c * 3 + tile * 11) as f32 * 0.71).sin() * (4.0 + 6.0 * tile as f32)
+        };
+        let (mut max, mut sum, mut corr) = ([f32::NEG_INFINITY; W], [0f32; W], [7f32; W]);
+        let mut first: Vec<f32> = (0..5 * W).map(|i| value(i / W, i % W, 0)).collect();
+        softmax_columns(&mut first, &mut max, &mut sum, &mut corr);
+        assert_eq!(corr, [0.0; W]);
+        let first_max = max;
+        let mut second: Vec<f32> = (0..3 * W).map(|i| value(i / W, i % W, 1)).collect();
+        softmax_columns(&mut second, &mut max, &mut sum, &mut corr);
+        for c in 0..W {
+            let all: Vec<f64> = (0..5)
+                .map(|r| value(r, c, 0) as f64)
+                .chain((0..3).map(|r| value(r, c, 1) as f64))
+                .collect();
+            let m = all.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let want: f64 = all.iter().map(|x| (x - m).exp()).sum();
+            assert_eq!(max[c] as f64, m);
+            assert!(
+                (sum[c] as f64 - want).abs() < 1e-5 * want,
+                "column {c}: {} vs {want}",
+                sum[c]
+            );
+            let want_corr = ((first_max[c] - max[c]) as f64).exp();
+            assert!((corr[c] as f64 - want_corr).abs() < 1e-6, "column {c}");
+            for r in 0..3 {
+                let want = ((value(r, c, 1) as f64) - m).exp();
+                assert!((second[r * W + c] as f64 - want).abs() < 1e-6);
+            }
+        }
     }
 
     /// Against candle's f64 GELU (erf form): the error stays within 1e-6 (|x| + 1), as

@@ -2,6 +2,7 @@
 //! (other devices and dtypes fall back to candle).
 
 mod attention;
+mod attention_packed;
 mod buffers;
 mod channel;
 mod conv2d;
