@@ -1,6 +1,7 @@
 //! An AVX-512 f32 GEMM over operands the caller packs, for where the `gemm` crate was
 //! measured as the bottleneck: the stride-2 down-sampling convolutions
-//! (`winograd::stride2`), whose GEMMs reduce over the input channels only. On a 2-core AMD
+//! (`winograd::stride2`), whose GEMMs reduce over the input channels only, and the fused
+//! attention's two products (`attention_packed`). On a 2-core AMD
 //! EPYC (Zen 4) whose FMA peak is 228 GFLOP/s (`examples/peak_flops`) this kernel runs a
 //! [322 x 320] x [320 x 512] GEMM at 219-228 (operands in cache) and [322 x 2880] x [2880 x
 //! 1024] at 201-204, where `gemm` runs the latter at 185. Callers build the packed operands
