@@ -8,17 +8,18 @@
 //!
 //! Same result as softmax(q k^T / sqrt(d)) v up to f32 rounding of a differently ordered sum.
 //!
-//! Two block kernels: on AVX-512 CPUs, attention_packed.rs (S^T = K Q^T and O^T += V^T P^T on
-//! `packed_gemm`'s kernel, the softmax across queries in vector lanes; 160-169 GFLOP/s on SD's
-//! 4096-token layer, batch 2, 2-core EPYC); elsewhere [`attend_block`] here on the `gemm` crate
-//! (133-140 GFLOP/s on the same layer and machine).
+//! Two block kernels: on x86-64 CPUs with AVX-512 or AVX2 + FMA, attention_packed.rs
+//! (S^T = K Q^T and O^T += V^T P^T on `packed_gemm`'s kernels, the softmax across queries in
+//! vector lanes; on SD's 4096-token layer, batch 2, 2-core EPYC: 160-169 GFLOP/s with the
+//! AVX-512 kernel, 157-163 with the AVX2 one); elsewhere [`attend_block`] here on the `gemm`
+//! crate (133-149 GFLOP/s on the same layer and machine).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention_packed::{attend_head, Scratch};
+use super::attention_packed::{attend_head, PackedKernel, Scratch};
 use super::fast_exp::{exp_scaled_sum, exp_scaled_sum_max, max};
 use super::gemm::{gemm_f32_serial, Operand};
 
@@ -109,19 +110,19 @@ impl CustomOp3 for FusedAttention {
         }
         let (q, k, v) = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
         let shape = (batch, lq, lk, width);
-        let out = self.attend((q, k, v), shape, super::packed_gemm::available())?;
+        let out = self.attend((q, k, v), shape, PackedKernel::best())?;
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }
 
 impl FusedAttention {
     /// The [batch, lq, width] output for q [batch, lq, width] and k, v [batch, lk, width], on
-    /// `packed_gemm`'s kernel (attention_packed.rs; AVX-512 only) or on the `gemm` crate.
+    /// one of `packed_gemm`'s kernels (attention_packed.rs) or, with None, on the `gemm` crate.
     fn attend(
         &self,
         (q, k, v): (&[f32], &[f32], &[f32]),
         (batch, lq, lk, width): (usize, usize, usize, usize),
-        packed: bool,
+        packed: Option<PackedKernel>,
     ) -> Result<Vec<f32>> {
         let head_dim = width / self.heads;
         // Smaller query blocks where a few large ones would leave threads idle (a task does
@@ -130,7 +131,11 @@ impl FusedAttention {
         // The packed kernel packs each key tile once per query block, so it wants the largest
         // blocks that still give every thread two tasks (SD's 4096-token layer at batch 2 on
         // 2 threads: 256 / 512 / 1024 / 2048 queries, 144 / 156 / 165 / 169 GFLOP/s).
-        let largest = if packed { PACKED_BLOCK_Q } else { BLOCK_Q };
+        let largest = if packed.is_some() {
+            PACKED_BLOCK_Q
+        } else {
+            BLOCK_Q
+        };
         let block_q = largest
             .min(lq.div_ceil((2 * threads).div_ceil(batch.max(1))))
             .max(1);
@@ -156,11 +161,11 @@ impl FusedAttention {
             })
             .collect();
         let heads = self.heads;
-        if packed {
+        if let Some(kernel) = packed {
             tasks.into_par_iter().for_each(|(b, qb, rows)| {
                 let mut scratch = Scratch::default();
                 for h in 0..heads {
-                    attend_head((q, k, v), &geometry, (b, h, qb), rows, &mut scratch);
+                    attend_head(kernel, (q, k, v), &geometry, (b, h, qb), rows, &mut scratch);
                 }
             });
             return Ok(out);
@@ -375,12 +380,10 @@ mod tests {
                 k.flatten_all()?.to_vec1::<f32>()?,
                 v.flatten_all()?.to_vec1::<f32>()?,
             );
-            let kernels: &[bool] = if crate::ops::packed_gemm::available() {
-                &[false, true]
-            } else {
-                &[false]
-            };
-            for &packed in kernels {
+            let kernels: Vec<Option<PackedKernel>> = std::iter::once(None)
+                .chain(PackedKernel::all_available().into_iter().map(Some))
+                .collect();
+            for &packed in &kernels {
                 let got = op.attend((&qv, &kv, &vv), (b, lq, lk, heads * d), packed)?;
                 let diff = got
                     .iter()
@@ -389,7 +392,7 @@ mod tests {
                     .fold(0f32, f32::max);
                 assert!(
                     diff < 2e-5,
-                    "packed {packed}, b {b} lq {lq} lk {lk} d {d}: differs by {diff}"
+                    "kernel {packed:?}, b {b} lq {lq} lk {lk} d {d}: differs by {diff}"
                 );
             }
         }
