@@ -133,80 +133,62 @@ fn multiply_tiles<const M: usize, const N: usize>(
     }
 }
 
-/// One MR_AVX2 x NR_AVX2 tile: c (row stride ldc) (+)= sum over kk < kc of a[kk][r] *
-/// b[kk][0..NR_AVX2].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn micro_kernel_avx2(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 2 * MR_AVX2];
-    if accumulate {
-        for r in 0..MR_AVX2 {
-            acc[2 * r] = _mm256_loadu_ps(c.add(r * ldc));
-            acc[2 * r + 1] = _mm256_loadu_ps(c.add(r * ldc + 8));
+/// Defines a micro-kernel: one `$mr` x (2 vectors of `$lanes`) tile, c (row stride ldc) (+)=
+/// sum over kk < kc of a[kk][r] * b[kk][..]; the AVX-512 and AVX2 kernels differ only in their
+/// vector type and intrinsics.
+macro_rules! micro_kernel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $mr:expr, $lanes:literal,
+     $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            use std::arch::x86_64::*;
+            let mut acc = [$zero(); 2 * $mr];
+            if accumulate {
+                for r in 0..$mr {
+                    acc[2 * r] = $load(c.add(r * ldc));
+                    acc[2 * r + 1] = $load(c.add(r * ldc + $lanes));
+                }
+            }
+            let (mut a, mut b) = (a, b);
+            for _ in 0..kc {
+                let b0 = $load(b);
+                let b1 = $load(b.add($lanes));
+                for r in 0..$mr {
+                    let ar = $splat(*a.add(r));
+                    acc[2 * r] = $fma(ar, b0, acc[2 * r]);
+                    acc[2 * r + 1] = $fma(ar, b1, acc[2 * r + 1]);
+                }
+                a = a.add($mr);
+                b = b.add(2 * $lanes);
+            }
+            for r in 0..$mr {
+                $store(c.add(r * ldc), acc[2 * r]);
+                $store(c.add(r * ldc + $lanes), acc[2 * r + 1]);
+            }
         }
-    }
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
-        for r in 0..MR_AVX2 {
-            let ar = _mm256_set1_ps(*a.add(r));
-            acc[2 * r] = _mm256_fmadd_ps(ar, b0, acc[2 * r]);
-            acc[2 * r + 1] = _mm256_fmadd_ps(ar, b1, acc[2 * r + 1]);
-        }
-        a = a.add(MR_AVX2);
-        b = b.add(NR_AVX2);
-    }
-    for r in 0..MR_AVX2 {
-        _mm256_storeu_ps(c.add(r * ldc), acc[2 * r]);
-        _mm256_storeu_ps(c.add(r * ldc + 8), acc[2 * r + 1]);
-    }
+    };
 }
 
-/// One MR x NR tile: c (row stride ldc) (+)= sum over kk < kc of a[kk][r] * b[kk][0..NR].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn micro_kernel(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
-    if accumulate {
-        for r in 0..MR {
-            acc[2 * r] = _mm512_loadu_ps(c.add(r * ldc));
-            acc[2 * r + 1] = _mm512_loadu_ps(c.add(r * ldc + 16));
-        }
-    }
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(b);
-        let b1 = _mm512_loadu_ps(b.add(16));
-        for r in 0..MR {
-            let ar = _mm512_set1_ps(*a.add(r));
-            acc[2 * r] = _mm512_fmadd_ps(ar, b0, acc[2 * r]);
-            acc[2 * r + 1] = _mm512_fmadd_ps(ar, b1, acc[2 * r + 1]);
-        }
-        a = a.add(MR);
-        b = b.add(NR);
-    }
-    for r in 0..MR {
-        _mm512_storeu_ps(c.add(r * ldc), acc[2 * r]);
-        _mm512_storeu_ps(c.add(r * ldc + 16), acc[2 * r + 1]);
-    }
-}
+micro_kernel!(
+    /// One MR x NR tile (AVX-512: 28 zmm accumulators).
+    micro_kernel, "avx512f", MR, 16,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
+);
+
+micro_kernel!(
+    /// One MR_AVX2 x NR_AVX2 tile (AVX2 + FMA: 12 ymm accumulators).
+    micro_kernel_avx2, "avx2,fma", MR_AVX2, 8,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps
+);
 
 #[cfg(test)]
 mod tests {
