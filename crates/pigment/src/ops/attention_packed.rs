@@ -227,19 +227,19 @@ fn attend_head_with<const M: usize, const N: usize>(
     }
 }
 
-/// K rows `keys` x `d` (row stride `stride`) as panels [d][MR] of MR keys, zero keys past the
+/// K rows `keys` x `d` (row stride `stride`) as panels [d][M] of M keys, zero keys past the
 /// last: the left operand of S^T = K Q^T.
 #[inline(always)]
-fn pack_keys<const MR: usize>(dst: &mut Vec<f32>, k: &[f32], stride: usize, keys: usize, d: usize) {
-    let padded = keys.next_multiple_of(MR);
+fn pack_keys<const M: usize>(dst: &mut Vec<f32>, k: &[f32], stride: usize, keys: usize, d: usize) {
+    let padded = keys.next_multiple_of(M);
     dst.clear();
     dst.resize(padded * d, 0.0);
-    // Panel by panel, writing each panel in order (scattering row by row into stride-MR
+    // Panel by panel, writing each panel in order (scattering row by row into stride-M
     // slots cost a fifth of the attention's time).
-    for (p, panel) in dst.chunks_exact_mut(d * MR).enumerate() {
-        let first = p * MR;
-        let count = MR.min(keys - first);
-        for (i, slot) in panel.chunks_exact_mut(MR).enumerate() {
+    for (p, panel) in dst.chunks_exact_mut(d * M).enumerate() {
+        let first = p * M;
+        let count = M.min(keys - first);
+        for (i, slot) in panel.chunks_exact_mut(M).enumerate() {
             for (r, x) in slot[..count].iter_mut().enumerate() {
                 *x = k[(first + r) * stride + i];
             }
@@ -247,24 +247,24 @@ fn pack_keys<const MR: usize>(dst: &mut Vec<f32>, k: &[f32], stride: usize, keys
     }
 }
 
-/// V rows `keys` x `d` (row stride `stride`) as V^T panels [keys][MR] of MR head dimensions,
+/// V rows `keys` x `d` (row stride `stride`) as V^T panels [keys][M] of M head dimensions,
 /// zero dimensions past `d`: the left operand of O^T += V^T P^T.
 #[inline(always)]
-fn pack_values_t<const MR: usize>(
+fn pack_values_t<const M: usize>(
     dst: &mut Vec<f32>,
     v: &[f32],
     stride: usize,
     keys: usize,
     d: usize,
 ) {
-    let dims = d.div_ceil(MR);
+    let dims = d.div_ceil(M);
     dst.clear();
-    dst.resize(dims * keys * MR, 0.0);
+    dst.resize(dims * keys * M, 0.0);
     for key in 0..keys {
         let row = &v[key * stride..][..d];
-        for (p, chunk) in row.chunks(MR).enumerate() {
+        for (p, chunk) in row.chunks(M).enumerate() {
             // An element loop, not copy_from_slice: a memcpy call per 14 floats cost 8%.
-            for (x, &y) in dst[p * keys * MR + key * MR..][..chunk.len()]
+            for (x, &y) in dst[p * keys * M + key * M..][..chunk.len()]
                 .iter_mut()
                 .zip(chunk)
             {

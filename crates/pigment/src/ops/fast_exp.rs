@@ -351,7 +351,8 @@ fn has_avx512() -> bool {
     }
 }
 
-fn has_avx2_fma() -> bool {
+/// AVX2 and FMA (also what `packed_gemm`'s AVX2 kernel needs).
+pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

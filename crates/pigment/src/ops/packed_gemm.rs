@@ -62,17 +62,9 @@ pub(crate) const MR_AVX2: usize = 6;
 /// Columns of C per AVX2 micro-tile: two 8-float vectors.
 pub(crate) const NR_AVX2: usize = 16;
 
-/// Whether this CPU runs the AVX2 + FMA kernel ([`multiply_chunk_avx2`]).
-pub(crate) fn available_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+/// Whether this CPU runs the AVX2 + FMA kernel ([`multiply_chunk_avx2`]): the check the
+/// vectorised exp already makes.
+pub(crate) use super::fast_exp::has_avx2_fma as available_avx2;
 
 /// [`multiply_chunk`] for AVX2 + FMA CPUs (most desktop CPUs without AVX-512): panels of
 /// [`MR_AVX2`] rows and [`NR_AVX2`] columns instead.
