@@ -4,8 +4,8 @@ Writes tests/fixtures/vision/tiny-clip/{config.json,model.safetensors} and
 tests/fixtures/vision/clip_reference.safetensors, checked by
 crates/pigment/tests/vision_parity.rs: the vision tower's hidden states and pooled output, the
 text and image features (EOS-token pooling and projections), logits_per_image, the symmetric
-contrastive loss (return_loss=True) and its gradients for the logit scale and the visual
-projection. Every weight gets a little noise so that layer norms and biases matter.
+contrastive loss (return_loss=True) and its gradient for every parameter (`grad.NAME`; the
+attention projections' show whether gradients flow through the softmax). Every weight gets a little noise so that layer norms and biases matter.
 
 Run from the repository root: python tools/reference/make_clip_fixtures.py
 """
@@ -65,6 +65,8 @@ def main():
         "grad_logit_scale": model.logit_scale.grad.reshape(1),
         "grad_visual_projection": model.visual_projection.weight.grad,
     }
+    for name, p in model.named_parameters():
+        ref[f"grad.{name}"] = p.grad.clone()
     ref = {k: v.detach().contiguous() for k, v in ref.items()}
 
     folder = os.path.join(OUT, "tiny-clip")

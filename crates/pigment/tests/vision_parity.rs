@@ -1,8 +1,10 @@
 //! CLIP dual-encoder parity with transformers 5.24 (CLIPModel) on a tiny random model: the
-//! vision tower, EOS pooling + projections, logits, the contrastive loss and its gradients.
+//! vision tower, EOS pooling + projections, logits, the contrastive loss and every parameter's gradient (tolerance: common/gradients.rs).
 //! Fixtures: tools/reference/make_clip_fixtures.py -> tests/fixtures/vision/.
 //! Tolerance: max |pigment - transformers| <= 1e-5 in f32 (same f32 weights on both sides; the
 //! gap is summation order, measured at about 1e-6).
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use pigment::train::clip::clip_loss;
 use pigment::vision::{ClipConfig, ClipModel};
+
+use common::gradients::check_gradients;
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -120,6 +124,10 @@ fn contrastive_loss_and_gradients_match_transformers() {
         &grad("visual_projection.weight"),
         &r["grad_visual_projection"],
     );
+    drop(vars);
+    // Every parameter, the attention projections of both towers included (their gradients
+    // flow through the softmax).
+    check_gradients("clip", &map, &grads, &r, "grad.");
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod layer_norm;
 mod linear;
 mod packed_gemm;
 pub mod packed_weight;
+mod softmax;
 mod token_projection;
 mod winograd;
 
@@ -31,6 +32,7 @@ pub use group_norm::{group_norm, set_fast_group_norm, GroupNorm};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use packed_weight::{WeightFormat, WeightFormatScope};
+pub use softmax::softmax_last_dim;
 pub use token_projection::{map_to_tokens, tokens_to_map};
 pub use winograd::set_winograd_conv;
 

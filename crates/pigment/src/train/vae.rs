@@ -71,15 +71,44 @@ impl VaeObjective {
             posterior.mean.device(),
         )?
         .to_dtype(posterior.mean.dtype())?;
+        self.loss_of_posterior(vae, images, &posterior, &noise)
+    }
+
+    /// [`Self::loss`] with the posterior noise eps given (the latent shape, N(0, I)).
+    pub fn loss_with_noise(
+        &self,
+        vae: &AutoencoderKL,
+        images: &Tensor,
+        noise: &Tensor,
+    ) -> Result<VaeLoss> {
+        let posterior = vae.encode(images)?;
+        if noise.dims() != posterior.mean.dims() {
+            return Err(Error::invalid(format!(
+                "posterior noise of shape {:?} for latents of shape {:?}",
+                noise.dims(),
+                posterior.mean.dims()
+            )));
+        }
+        let noise = noise.to_dtype(posterior.mean.dtype())?;
+        self.loss_of_posterior(vae, images, &posterior, &noise)
+    }
+
+    fn loss_of_posterior(
+        &self,
+        vae: &AutoencoderKL,
+        images: &Tensor,
+        posterior: &DiagonalGaussian,
+        noise: &Tensor,
+    ) -> Result<VaeLoss> {
         let std = (&posterior.logvar * 0.5)?.exp()?;
-        let z = (&posterior.mean + std.mul(&noise)?)?;
+        let z = (&posterior.mean + std.mul(noise)?)?;
         let decoded = vae.decode(&z)?.to_dtype(DType::F32)?;
         let diff = (decoded - images.to_dtype(DType::F32)?)?;
         let reconstruction = match self.reconstruction {
             Reconstruction::L1 => diff.abs()?.mean_all()?,
             Reconstruction::Mse => diff.sqr()?.mean_all()?,
         };
-        let kl = kl_divergence(&posterior)?.mean_all()?;
+        let kl = kl_divergence(posterior)?.mean_all()?;
         let pixels = images.elem_count() / images.dims()[0].max(1);
         let total = (&reconstruction + kl.affine(self.beta / pixels as f64, 0.0)?)?;
         Ok(VaeLoss {

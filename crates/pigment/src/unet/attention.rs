@@ -156,7 +156,7 @@ where
     } else {
         scores
     };
-    let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let mut probs = crate::ops::softmax_last_dim(&scores)?;
     if let Some(hook) = probs_hook {
         if let Some(p) = hook(&probs)? {
             probs = p;

@@ -75,7 +75,7 @@ impl SelfAttention {
         let q = split((self.q_proj.forward(xs)? * scale)?)?;
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let probs = crate::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, hidden))?;
         Ok(self.out_proj.forward(&out)?)
     }

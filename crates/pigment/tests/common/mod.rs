@@ -3,6 +3,8 @@
 // Each test file uses a different subset of these.
 #![allow(dead_code)]
 
+pub mod gradients;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
