@@ -83,8 +83,8 @@ fn unet_denoising_loss_gradients_match_torch() {
     let (tensors, config) = load("unet");
     let config: UNet2DConditionConfig = serde_json::from_str(&config).unwrap();
     let vars = VarMap::new();
-    let unet = UNet2DConditionModel::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config)
-        .unwrap();
+    let unet =
+        UNet2DConditionModel::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config).unwrap();
     set_weights(&vars, &tensors);
     let timesteps: Vec<usize> = tensors["timesteps"]
         .to_vec1::<i64>()
@@ -113,8 +113,7 @@ fn vae_reconstruction_and_kl_gradients_match_torch() {
     let (tensors, config) = load("vae");
     let config: AutoencoderKLConfig = serde_json::from_str(&config).unwrap();
     let vars = VarMap::new();
-    let vae =
-        AutoencoderKL::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config).unwrap();
+    let vae = AutoencoderKL::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config).unwrap();
     set_weights(&vars, &tensors);
     let objective = VaeObjective::new(Reconstruction::L1, 1e-6).unwrap();
     let loss = objective

@@ -37,7 +37,11 @@ mod tests {
         let fused = candle_nn::ops::softmax_last_dim(&x.as_tensor().detach())?;
         assert!(crate::ops::max_abs_diff(&p, &fused) < 1e-6);
         let loss = (&p * &weights)?.sum_all()?;
-        let grad = loss.backward()?.get(x.as_tensor()).cloned().expect("a gradient");
+        let grad = loss
+            .backward()?
+            .get(x.as_tensor())
+            .cloned()
+            .expect("a gradient");
         let inner = (&weights * &fused)?.sum_keepdim(D::Minus1)?;
         let expected = (&fused * weights.broadcast_sub(&inner)?)?;
         assert!(crate::ops::max_abs_diff(&grad, &expected) < 1e-6);
