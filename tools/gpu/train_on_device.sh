@@ -5,8 +5,8 @@
 #
 #   tools/gpu/train_on_device.sh
 #
-# Inputs:  .gpu/pigment.xz; .gpu/vae/{config.json,diffusion_pytorch_model.safetensors} (the VAE
-#          the UNet trains on; VAE_DIR overrides); models/builtin (text encoder + CLIP).
+# Inputs:  .gpu/pigment.xz; models/builtin (text encoder + CLIP, and the VAE the UNet trains on:
+#          the shipped one is the recipe's f = 2 VAE; VAE_DIR=DIR trains on another).
 # Env:     TRAIN_SECONDS (default 360), BATCH (128), LR (8e-4), SEED (0), OUT (default gpu-out);
 #          INIT (a .safetensors of the recipe's UNet, e.g. the shipped
 #          models/builtin/unet/diffusion_pytorch_model.safetensors: training continues from those
@@ -28,7 +28,7 @@ LR=${LR:-8e-4}
 SEED=${SEED:-0}
 INIT=${INIT:-}
 OUT=${OUT:-$PWD/gpu-out}
-VAE_DIR=${VAE_DIR:-.gpu/vae}
+VAE_DIR=${VAE_DIR:-models/builtin/vae}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 
@@ -86,8 +86,7 @@ main() {
     local work=/tmp/pigment-work
     rm -rf "$work" && mkdir -p "$work/clip" "$work/vae"
     if [ ! -f "$VAE_DIR/diffusion_pytorch_model.safetensors" ] || [ ! -f "$VAE_DIR/config.json" ]; then
-        echo "WARNING: ********** $VAE_DIR has no VAE: training on models/builtin/vae **********"
-        VAE_DIR=models/builtin/vae
+        die "$VAE_DIR has no VAE (config.json + diffusion_pytorch_model.safetensors)"
     fi
     cp "$VAE_DIR/config.json" "$VAE_DIR/diffusion_pytorch_model.safetensors" "$work/vae/" || die "cannot copy the VAE"
     echo "VAE: $VAE_DIR ($(sha256sum "$VAE_DIR/diffusion_pytorch_model.safetensors" | cut -c1-16))"
