@@ -13,8 +13,8 @@ inputs, and every parameter's gradient is written:
 - VAE: z = mean + exp(logvar / 2) eps, L1 reconstruction over every pixel value plus
   1e-6 * (per-image KL) / (C H W) (crates/pigment/src/train/vae.rs).
 
-Writes tests/fixtures/train/grad/{unet,vae}/config.json and {unet,vae}.safetensors (weights as
-`weight.NAME`, gradients as `grad.NAME`, inputs by name, the loss as `loss`).
+Writes tests/fixtures/train/grad/{unet,vae}/ (diffusers folders: config.json and the weights)
+and {unet,vae}.safetensors (gradients as `grad.NAME`, inputs by name, the loss as `loss`).
 
 Run from the repository root: python tools/reference/make_training_grad_fixtures.py
 """
@@ -46,13 +46,8 @@ def perturb_weights(model, gen):
 
 def write(name, model, inputs, loss):
     loss.backward()
-    folder = os.path.join(OUT, name)
-    os.makedirs(folder, exist_ok=True)
-    model.save_config(folder)
-    tensors = {f"weight.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
-    tensors.update(
-        {f"grad.{n}": p.grad.detach().contiguous() for n, p in model.named_parameters()}
-    )
+    model.save_pretrained(os.path.join(OUT, name), safe_serialization=True)
+    tensors = {f"grad.{n}": p.grad.detach().contiguous() for n, p in model.named_parameters()}
     tensors.update({k: v.contiguous() for k, v in inputs.items()})
     tensors["loss"] = loss.detach().reshape(1)
     save_file(tensors, os.path.join(OUT, f"{name}.safetensors"))

@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use pigment::schedule::SchedulerConfig;
 use pigment::train::diffusion::DiffusionObjective;
-use pigment::train::seeded_var_builder;
 use pigment::train::vae::{Reconstruction, VaeObjective};
+use pigment::train::{init_vars_from_file, seeded_var_builder};
 use pigment::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -38,18 +38,15 @@ fn load(name: &str) -> (HashMap<String, Tensor>, String) {
     (tensors, config)
 }
 
-/// Overwrite every variable with the fixture's `weight.NAME`.
-fn set_weights(vars: &VarMap, tensors: &HashMap<String, Tensor>) {
-    let data = vars.data().lock().unwrap();
-    assert!(!data.is_empty());
-    for (name, var) in data.iter() {
-        let value = tensors
-            .get(&format!("weight.{name}"))
-            .unwrap_or_else(|| panic!("the fixture has no weight {name}"));
-        var.set(value).unwrap();
-    }
-    drop(data);
-    let in_fixture = tensors.keys().filter(|k| k.starts_with("weight.")).count();
+/// The fixture's weights (its diffusers folder) into `vars`, through the training stack's own
+/// loader, which refuses a missing or misshapen weight; torch's model must have no parameter
+/// more either (one gradient per parameter in the fixture).
+fn set_weights(vars: &VarMap, name: &str, tensors: &HashMap<String, Tensor>) {
+    let path = fixture_dir()
+        .join(name)
+        .join("diffusion_pytorch_model.safetensors");
+    init_vars_from_file(vars, &path).unwrap();
+    let in_fixture = tensors.keys().filter(|k| k.starts_with("grad.")).count();
     assert_eq!(
         in_fixture,
         vars.data().lock().unwrap().len(),
@@ -85,7 +82,7 @@ fn unet_denoising_loss_gradients_match_torch() {
     let vars = VarMap::new();
     let unet =
         UNet2DConditionModel::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config).unwrap();
-    set_weights(&vars, &tensors);
+    set_weights(&vars, "unet", &tensors);
     let timesteps: Vec<usize> = tensors["timesteps"]
         .to_vec1::<i64>()
         .unwrap()
@@ -114,7 +111,7 @@ fn vae_reconstruction_and_kl_gradients_match_torch() {
     let config: AutoencoderKLConfig = serde_json::from_str(&config).unwrap();
     let vars = VarMap::new();
     let vae = AutoencoderKL::new(seeded_var_builder(&vars, 0, DType::F32, &DEV), &config).unwrap();
-    set_weights(&vars, &tensors);
+    set_weights(&vars, "vae", &tensors);
     let objective = VaeObjective::new(Reconstruction::L1, 1e-6).unwrap();
     let loss = objective
         .loss_with_noise(&vae, &tensors["images"], &tensors["noise"])
