@@ -50,8 +50,9 @@ pub struct TrainArgs {
     /// init, to fine-tune; ignored once the stage has a checkpoint to resume.
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
-    /// UNet stage: min-SNR-gamma loss weighting (Hang et al. 2023); 0 turns it off (every
-    /// timestep weighted 1, DDPM's L_simple).
+    /// UNet stage: min-SNR-gamma loss weighting (Hang et al. 2023, e.g. 5); 0, the recipe's
+    /// default, is the plain MSE of the v target (every timestep weighted 1): on the recipe's
+    /// zero-terminal-SNR schedule min-SNR would weight the noisiest steps near 0.
     #[arg(long, default_value_t = recipe::DEFAULT_SNR_GAMMA)]
     pub snr_gamma: f64,
     /// Split each step's batch into this many equal micro-batches that run in parallel, one

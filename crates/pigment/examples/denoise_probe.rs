@@ -1,7 +1,7 @@
 //! Where the built-in model loses the scene: renders the eval scenes exactly and scores, with
 //! the analyser, (1) their latents decoded with random error of rms sigma added (the decoder's
 //! tolerance), and (2) the UNet's one-step x0 prediction (decoded) from those latents noised to
-//! timestep t, with its unweighted epsilon MSE and the x0 error. Prints the "all" rows.
+//! timestep t, with the x0 error. Prints the "all" rows.
 //!
 //! cargo run --release -p pigment --example denoise_probe [MODEL_DIR]
 mod common;
@@ -11,6 +11,7 @@ use pigment::builtin::eval::{eval_prompts, EvalPrompt};
 use pigment::builtin::render;
 use pigment::image::{image_to_tensor, tensor_to_images};
 use pigment::pipelines::StableDiffusion;
+use pigment::samplers::PredictionType;
 use pigment::schedule::training_alphas_cumprod;
 
 /// Scaled latents of the exact render of each prompt's scene.
@@ -59,23 +60,27 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let abar = training_alphas_cumprod(&model.scheduler_config)?;
+    let prediction: PredictionType = model.scheduler_config.prediction_type.parse()?;
     for t in [50usize, 200, 400, 600, 800, 950, 999] {
         let a = abar[t] as f64;
-        let (mut predicted, mut mse, mut x0_err) = (Vec::new(), 0.0f32, 0.0f32);
+        let (mut predicted, mut x0_err) = (Vec::new(), 0.0f32);
         for (p, z) in prompts.iter().zip(&exact) {
             let noise = Tensor::randn(0f32, 1.0, z.dims(), &Device::Cpu)?;
             let xt = ((z * a.sqrt())? + (&noise * (1.0 - a).sqrt())?)?;
             let ctx = model.encode_prompts(&[p.caption.as_str()], 1)?;
-            let eps = model.unet.forward(&xt, t as f64, &ctx)?;
-            mse += (&eps - &noise)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
-            let x0 = ((xt - (eps * (1.0 - a).sqrt())?)? / a.sqrt())?;
+            let out = model.unet.forward(&xt, t as f64, &ctx)?;
+            // x0 from the output (Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1 - a) x0).
+            let x0 = match prediction {
+                PredictionType::Epsilon => ((&xt - (out * (1.0 - a).sqrt())?)? / a.sqrt())?,
+                PredictionType::VPrediction => ((&xt * a.sqrt())? - (out * (1.0 - a).sqrt())?)?,
+                PredictionType::Sample => out,
+            };
             x0_err += (&x0 - z)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
             predicted.push(x0);
         }
         let n = prompts.len() as f32;
         println!(
-            "t {t} eps mse {:.4} x0 rms error {:.3}\n{}",
-            mse / n,
+            "t {t} x0 rms error {:.3}\n{}",
             (x0_err / n).sqrt(),
             score_latents(&model, &prompts, &predicted)?
         );

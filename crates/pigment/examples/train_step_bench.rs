@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use pigment::builtin::recipe::unet_config;
+use pigment::builtin::recipe::{unet_config, vae_config};
 use pigment::train::seeded_var_builder;
 use pigment::unet::{UNet2DConditionConfig, UNet2DConditionModel, UNetExtras};
+use pigment::vae::AutoencoderKL;
 
 fn config_with_overrides(overrides: Option<String>) -> pigment::Result<UNet2DConditionConfig> {
     let mut config = serde_json::to_value(unet_config()).expect("config serialises");
@@ -73,6 +74,23 @@ fn main() -> pigment::Result<()> {
                 start.elapsed().as_secs_f64()
             );
         }
+    }
+    // The data side of a step: encoding the batch's 64x64 images with the recipe's VAE (no
+    // gradient), which `pigment train unet` does for every batch.
+    let vae_vars = VarMap::new();
+    let vae = AutoencoderKL::new(
+        seeded_var_builder(&vae_vars, 0, DType::F32, &dev),
+        &vae_config(),
+    )?;
+    let side = vae_config().sample_size;
+    let images = Tensor::randn(0f32, 1., (batch, 3, side, side), &dev)?;
+    for _ in 0..2 {
+        let start = Instant::now();
+        vae.encode(&images)?;
+        println!(
+            "VAE encode of the batch: {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
     }
     let x2 = x.narrow(0, 0, 2.min(batch))?;
     let c2 = ctx.narrow(0, 0, 2.min(batch))?;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use pigment::builtin::{analyse, builtin_model_dir, parse_caption};
+use pigment::builtin::{analyse, builtin_model_dir, parse_caption, Verdict};
 use pigment::image::tensor_to_images;
 use pigment::pipelines::{LoadOptions, StableDiffusion, Txt2ImgRequest};
 
@@ -19,10 +19,13 @@ fn shipped_model_fits_the_budget_and_loads_as_a_diffusers_folder() {
     assert!(native >= 64, "native resolution {native}");
 }
 
-/// Percent of single-object images whose object has the asked colour (measured: 22 of 24).
+/// Percent of single-object images whose object has the asked colour (measured: 21 of 24).
 const COLOUR_BAR: usize = 80;
-/// Percent that show exactly one object, as asked (measured: 17 of 24).
-const COUNT_BAR: usize = 60;
+/// Percent that show exactly one object, as asked (measured: 21 of 24).
+const COUNT_BAR: usize = 70;
+/// Percent of images whose background has the asked colour (measured: 9 of 12; the third
+/// version, trained on SD's own schedule, got 0-11% of backgrounds right in `pigment eval`).
+const BACKGROUND_BAR: usize = 50;
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
@@ -37,29 +40,18 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Simple prompts at fixed seeds, judged by the shapes world's analyser. The bars are the
-/// shipped model's measured rates with a margin (README, "The built-in model": colour right in
-/// ~80-95% of single-object images, the shape rarely yet: it draws soft blobs), so the test fails
-/// if the model, the loader or the pipeline regresses; raise them as the model improves.
-#[test]
-fn shipped_model_draws_what_simple_prompts_ask() {
+/// The analyser's verdict on the shipped model's image for each prompt and seed (native size,
+/// the pipeline's defaults otherwise: 20 steps of Euler a, CFG 7.5), printed as it goes.
+fn verdicts(prompts: &[&str], seeds: &[u64]) -> Vec<Verdict> {
     let dir = builtin_model_dir().unwrap();
     let model = StableDiffusion::load(&dir, &LoadOptions::default()).unwrap();
     let native = model.unet.config().sample_size * model.vae_scale_factor();
-    let prompts = [
-        "a red circle",
-        "a blue square",
-        "a yellow star",
-        "a green triangle",
-        "a purple ring",
-        "an orange cross",
-    ];
-    let (mut images, mut colour_right, mut count_right) = (0, 0, 0);
+    let mut verdicts = Vec::new();
     for prompt in prompts {
         let query = parse_caption(prompt).expect("the prompt is in the world's grammar");
-        for seed in [1u64, 2, 3, 4] {
+        for &seed in seeds {
             let request = Txt2ImgRequest {
-                prompt: prompt.into(),
+                prompt: prompt.to_string(),
                 seed,
                 width: native,
                 height: native,
@@ -68,15 +60,38 @@ fn shipped_model_draws_what_simple_prompts_ask() {
             let out = model.txt2img(&request, &mut |_, _| {}).unwrap();
             let image = &tensor_to_images(&out.decoded).unwrap()[0];
             let verdict = analyse(image, &query);
-            images += 1;
-            colour_right += usize::from(verdict.colour == Some(true));
-            count_right += usize::from(verdict.count == Some(true));
             println!(
-                "{prompt} seed {seed}: colour {:?} shape {:?} count {:?}",
-                verdict.colour, verdict.shape, verdict.count
+                "{prompt} seed {seed}: colour {:?} shape {:?} count {:?} background {:?}",
+                verdict.colour, verdict.shape, verdict.count, verdict.background
             );
+            verdicts.push(verdict);
         }
     }
+    verdicts
+}
+
+/// How many verdicts have `field` right.
+fn right(verdicts: &[Verdict], field: impl Fn(&Verdict) -> Option<bool>) -> usize {
+    verdicts.iter().filter(|v| field(v) == Some(true)).count()
+}
+
+/// Simple prompts at fixed seeds, judged by the shapes world's analyser. The bars are the
+/// shipped model's measured rates with a margin (README, "The built-in model"), so the test
+/// fails if the model, the loader or the pipeline regresses; raise them as the model improves.
+#[test]
+fn shipped_model_draws_what_simple_prompts_ask() {
+    let prompts = [
+        "a red circle",
+        "a blue square",
+        "a yellow star",
+        "a green triangle",
+        "a purple ring",
+        "an orange cross",
+    ];
+    let verdicts = verdicts(&prompts, &[1, 2, 3, 4]);
+    let images = verdicts.len();
+    let colour_right = right(&verdicts, |v| v.colour);
+    let count_right = right(&verdicts, |v| v.count);
     println!("{images} images: colour right {colour_right}, count right {count_right}");
     assert!(
         colour_right * 100 >= images * COLOUR_BAR,
@@ -85,6 +100,28 @@ fn shipped_model_draws_what_simple_prompts_ask() {
     assert!(
         count_right * 100 >= images * COUNT_BAR,
         "one object in {count_right} of {images} images"
+    );
+}
+
+/// The background follows the prompt. The versions trained on SD's own schedule could not do
+/// this: x_T kept 6.8% of the image, they learnt to take the background colour from the
+/// starting noise's mean, and from pure noise drew the all-zero latent's colour (cyan-grey)
+/// whatever was asked; the recipe now trains to zero terminal SNR (`recipe::scheduler_config`).
+#[test]
+fn shipped_model_paints_the_asked_background() {
+    let prompts = [
+        "a red circle on a yellow background",
+        "a blue square on a white background",
+        "a yellow star on a black background",
+        "a white ring on a purple background",
+    ];
+    let verdicts = verdicts(&prompts, &[1, 2, 3]);
+    let images = verdicts.len();
+    let background_right = right(&verdicts, |v| v.background);
+    println!("{images} images: background right {background_right}");
+    assert!(
+        background_right * 100 >= images * BACKGROUND_BAR,
+        "background right in {background_right} of {images} images"
     );
 }
 

@@ -119,9 +119,23 @@ pub fn unet_config() -> UNet2DConditionConfig {
     }
 }
 
-/// SD's noise schedule (scaled linear betas, 1000 steps), as SD folders write it.
+/// SD's scaled linear betas (1000 steps), rescaled to zero terminal SNR, with v-prediction and
+/// trailing timesteps: the fixes of Lin et al. 2024 ("Common Diffusion Noise Schedules and
+/// Sample Steps are Flawed", section 3; diffusers' `rescale_betas_zero_snr`). SD's own schedule
+/// leaves sqrt(abar_T) = 0.068 of the image in x_T, and in this world of flat backgrounds the
+/// per-channel mean of x_T then still tells the background colour (the noise's mean over 32x32
+/// latents has std 1/32): the first built-in UNets learnt to read the background from it, so
+/// sampling from pure noise gave the colour of the all-zero latent whatever the prompt said,
+/// and img2img at strength 1 kept the init image's background. At zero terminal SNR nothing
+/// leaks, and v-prediction keeps the t = T target (v = -x_0) well defined.
 pub fn scheduler_config() -> SchedulerConfig {
-    SchedulerConfig::default()
+    SchedulerConfig {
+        prediction_type: "v_prediction".into(),
+        timestep_spacing: Some("trailing".into()),
+        steps_offset: 0,
+        rescale_betas_zero_snr: true,
+        ..SchedulerConfig::default()
+    }
 }
 
 /// What every stage takes from the command line.
@@ -151,8 +165,11 @@ pub struct StageOptions {
     pub micro_batches: usize,
 }
 
-/// What the recipe uses unless told otherwise: min-SNR-5 weighting (Hang et al. 2023).
-pub const DEFAULT_SNR_GAMMA: f64 = 5.0;
+/// What the recipe uses unless told otherwise: no min-SNR weighting, plain v-prediction MSE (as
+/// Lin et al. 2024 train). Min-SNR-gamma on v targets weights each step by
+/// min(SNR, gamma) / (SNR + 1), which is 0 at the zero-SNR step t = T and near 0 around it:
+/// exactly the steps that place the objects and choose the background.
+pub const DEFAULT_SNR_GAMMA: f64 = 0.0;
 
 /// The stage's trainer: fresh weights replaced by [`StageOptions::init_weights`] when given and
 /// no checkpoint exists yet (a checkpoint wins: it holds the run's own later weights).
@@ -531,4 +548,25 @@ pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
         }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::training_alphas_cumprod;
+
+    /// The recipe's forward process ends at pure noise (abar_T = 0, so x_T carries no trace of
+    /// the image's background) and predicts v, which stays defined there; samplers start at the
+    /// last training timestep (trailing spacing).
+    #[test]
+    fn recipe_schedule_has_zero_terminal_snr_and_v_prediction() -> Result<()> {
+        let config = scheduler_config();
+        let abar = training_alphas_cumprod(&config)?;
+        assert_eq!(abar.len(), 1000);
+        assert_eq!(abar[999], 0.0);
+        assert!(abar[0] > 0.99 && abar[998] > 0.0);
+        assert_eq!(config.prediction_type, "v_prediction");
+        assert_eq!(config.timestep_spacing.as_deref(), Some("trailing"));
+        Ok(())
+    }
 }

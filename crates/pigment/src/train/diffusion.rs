@@ -16,33 +16,10 @@ use candle_core::{DType, Tensor};
 
 use super::prng::TrainRng;
 use crate::error::{Error, Result};
+pub use crate::samplers::PredictionType;
 use crate::schedule::{training_alphas_cumprod, SchedulerConfig};
 use crate::unet::{UNet2DConditionModel, UNetExtras};
 use crate::vae::AutoencoderKL;
-
-/// What the UNet is trained to predict (the scheduler config's `prediction_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PredictionType {
-    /// The noise eps (DDPM; SD1, SD2-base).
-    Epsilon,
-    /// v = sqrt(abar) eps - sqrt(1 - abar) x_0 (SD2 768-v).
-    VPrediction,
-    /// x_0 itself.
-    Sample,
-}
-
-impl PredictionType {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "epsilon" => Ok(Self::Epsilon),
-            "v_prediction" => Ok(Self::VPrediction),
-            "sample" => Ok(Self::Sample),
-            other => Err(Error::Config(format!(
-                "prediction_type `{other}` is not one of epsilon, v_prediction, sample"
-            ))),
-        }
-    }
-}
 
 pub struct DiffusionObjective {
     alphas_cumprod: Vec<f32>,
@@ -62,7 +39,7 @@ impl DiffusionObjective {
         }
         Ok(Self {
             alphas_cumprod: training_alphas_cumprod(scheduler)?,
-            prediction: PredictionType::from_name(&scheduler.prediction_type)?,
+            prediction: scheduler.prediction_type.parse()?,
             caption_dropout,
             snr_gamma: None,
         })
@@ -96,7 +73,10 @@ impl DiffusionObjective {
                 let clipped = snr.min(gamma);
                 (match self.prediction {
                     PredictionType::VPrediction => clipped / (snr + 1.0),
-                    PredictionType::Epsilon => clipped / snr,
+                    // min(SNR, gamma) / SNR, written so that a zero-terminal-SNR schedule's
+                    // SNR_T = 0 gives the limit 1 rather than 0 / 0.
+                    PredictionType::Epsilon if snr <= gamma => 1.0,
+                    PredictionType::Epsilon => gamma / snr,
                     PredictionType::Sample => clipped,
                 }) as f32
             })
@@ -320,6 +300,40 @@ mod tests {
         let t = target.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let expect = ac[500].sqrt() * 0.5 - (1.0 - ac[500]).sqrt() * 1.0;
         assert!((t[0] - expect).abs() < 1e-6);
+    }
+
+    /// On a zero-terminal-SNR schedule (Lin et al. 2024) x_T holds nothing of x_0, the v target
+    /// there is -x_0, and min-SNR weights stay finite at SNR_T = 0 (epsilon: the limit 1; v: 0).
+    #[test]
+    fn zero_terminal_snr_noises_to_pure_noise_with_finite_weights() -> Result<()> {
+        let config = SchedulerConfig {
+            prediction_type: "v_prediction".into(),
+            rescale_betas_zero_snr: true,
+            ..SchedulerConfig::default()
+        };
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[[[3.0f32]]]], &dev)?;
+        let eps = Tensor::new(&[[[[0.25f32]]]], &dev)?;
+        let v = DiffusionObjective::new(&config, 0.0)?;
+        let xt = v
+            .add_noise(&x0, &eps, &[999])?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!((xt[0] - 0.25).abs() < 1e-6, "x_T = {}", xt[0]);
+        let target = v
+            .target(&x0, &eps, &[999])?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!((target[0] + 3.0).abs() < 1e-6, "v_T = {}", target[0]);
+        let weighted = DiffusionObjective::new(&config, 0.0)?.with_snr_gamma(5.0)?;
+        assert_eq!(weighted.loss_weights(&[999]), vec![0.0]);
+        let epsilon = SchedulerConfig {
+            prediction_type: "epsilon".into(),
+            ..config
+        };
+        let weighted = DiffusionObjective::new(&epsilon, 0.0)?.with_snr_gamma(5.0)?;
+        assert_eq!(weighted.loss_weights(&[999]), vec![1.0]);
+        Ok(())
     }
 
     #[test]
