@@ -11,7 +11,7 @@ use pigment::builtin::eval::{eval_prompts, EvalPrompt};
 use pigment::builtin::render;
 use pigment::image::{image_to_tensor, tensor_to_images};
 use pigment::pipelines::StableDiffusion;
-use pigment::samplers::PredictionType;
+use pigment::samplers::{add_noise_alpha, predict_x0, PredictionType};
 use pigment::schedule::training_alphas_cumprod;
 
 /// Scaled latents of the exact render of each prompt's scene.
@@ -62,19 +62,14 @@ fn main() -> anyhow::Result<()> {
     let abar = training_alphas_cumprod(&model.scheduler_config)?;
     let prediction: PredictionType = model.scheduler_config.prediction_type.parse()?;
     for t in [50usize, 200, 400, 600, 800, 950, 999] {
-        let a = abar[t] as f64;
+        let a = abar[t];
         let (mut predicted, mut x0_err) = (Vec::new(), 0.0f32);
         for (p, z) in prompts.iter().zip(&exact) {
             let noise = Tensor::randn(0f32, 1.0, z.dims(), &Device::Cpu)?;
-            let xt = ((z * a.sqrt())? + (&noise * (1.0 - a).sqrt())?)?;
+            let xt = add_noise_alpha(z, &noise, a)?;
             let ctx = model.encode_prompts(&[p.caption.as_str()], 1)?;
             let out = model.unet.forward(&xt, t as f64, &ctx)?;
-            // x0 from the output (Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1 - a) x0).
-            let x0 = match prediction {
-                PredictionType::Epsilon => ((&xt - (out * (1.0 - a).sqrt())?)? / a.sqrt())?,
-                PredictionType::VPrediction => ((&xt * a.sqrt())? - (out * (1.0 - a).sqrt())?)?,
-                PredictionType::Sample => out,
-            };
+            let x0 = predict_x0(prediction, &out, &xt, a)?;
             x0_err += (&x0 - z)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
             predicted.push(x0);
         }

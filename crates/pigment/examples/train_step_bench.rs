@@ -78,11 +78,9 @@ fn main() -> pigment::Result<()> {
     // The data side of a step: encoding the batch's 64x64 images with the recipe's VAE (no
     // gradient), which `pigment train unet` does for every batch.
     let vae_vars = VarMap::new();
-    let vae = AutoencoderKL::new(
-        seeded_var_builder(&vae_vars, 0, DType::F32, &dev),
-        &vae_config(),
-    )?;
-    let side = vae_config().sample_size;
+    let vae_cfg = vae_config();
+    let vae = AutoencoderKL::new(seeded_var_builder(&vae_vars, 0, DType::F32, &dev), &vae_cfg)?;
+    let side = vae_cfg.sample_size;
     let images = Tensor::randn(0f32, 1., (batch, 3, side, side), &dev)?;
     for _ in 0..2 {
         let start = Instant::now();

@@ -10,7 +10,7 @@ use crate::error::Result;
 
 /// x_0 from the model output at a timestep with cumulative alpha `alpha_prod`:
 /// epsilon: (x - sqrt(1 - a) eps) / sqrt(a); v: sqrt(a) x - sqrt(1 - a) v; sample: the output.
-pub(crate) fn predict_x0(
+pub fn predict_x0(
     prediction: PredictionType,
     model_output: &Tensor,
     sample: &Tensor,
@@ -30,11 +30,7 @@ pub(crate) fn predict_x0(
 }
 
 /// `sqrt(a) x_0 + sqrt(1 - a) noise` (Ho et al. 2020, eq. 4).
-pub(crate) fn add_noise_alpha(
-    original: &Tensor,
-    noise: &Tensor,
-    alpha_prod: f32,
-) -> Result<Tensor> {
+pub fn add_noise_alpha(original: &Tensor, noise: &Tensor, alpha_prod: f32) -> Result<Tensor> {
     lin2(
         alpha_prod.sqrt(),
         original,

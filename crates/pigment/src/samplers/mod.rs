@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::rng::TorchGenerator;
 use crate::schedule::{SchedulerConfig, TimestepSpacing};
 
+pub use alpha_schedule::{add_noise_alpha, predict_x0};
 pub use kind::SamplerKind;
 pub use prediction::PredictionType;
 

@@ -16,7 +16,7 @@ use candle_core::{DType, Tensor};
 
 use super::prng::TrainRng;
 use crate::error::{Error, Result};
-pub use crate::samplers::PredictionType;
+use crate::samplers::PredictionType;
 use crate::schedule::{training_alphas_cumprod, SchedulerConfig};
 use crate::unet::{UNet2DConditionModel, UNetExtras};
 use crate::vae::AutoencoderKL;
