@@ -15,7 +15,8 @@
 #          weights with a fresh optimiser, so GPU windows add up across sessions);
 #          for a dry run on a machine without a GPU: PIGMENT_BIN=target/debug/pigment DEVICE=cpu.
 # Outputs in $OUT (at most 8 files come back from the device): train.log (everything printed),
-#          smoke.png, sample.png (the new model), loss.jsonl, timing.txt, unet.safetensors and
+#          smoke.png, sample.png (the new model), loss.jsonl, timing.txt (step time, and the
+#          timing run's `--profile-steps` split of it by phase), unet.safetensors and
 #          unet_config.json (the EMA UNet, f16, as exported; the rest of the export is the
 #          shipped text encoder, VAE and CLIP, unchanged).
 # The script ends within TRAIN_SECONDS + 150 s: training is sized from a measured step time
@@ -130,8 +131,11 @@ PY
     echo "== timing: 25 throwaway steps, batch $BATCH"
     t0=$SECONDS
     "$PIGMENT" train unet "${init_args[@]}" --device "$DEVICE" --work "$scratch" --steps 25 --batch "$BATCH" --lr "$LR" \
-        --seed "$SEED" --checkpoint-every 0 || die "the timing run failed (see above)"
+        --seed "$SEED" --checkpoint-every 0 --profile-steps || die "the timing run failed (see above)"
     local scratch_wall=$((SECONDS - t0))
+    # Where the steps' time goes (the means include the first steps' kernel compilation; the
+    # waits for the GPU after each phase make the step time below a little pessimistic).
+    echo "step profile (timing run): $(cat "$scratch/unet/step_profile.txt")" | tee -a "$OUT/timing.txt"
     read -r step_time startup < <("$py" - "$scratch/unet/loss.jsonl" "$scratch_wall" <<'PY'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

@@ -62,6 +62,12 @@ pub struct TrainArgs {
     /// batch.
     #[arg(long, value_name = "N")]
     pub micro_batches: Option<usize>,
+    /// Time each step's phases (rendering the batch, forward, backward, clipping, optimiser,
+    /// EMA), waiting for the device after each, and print the mean per step at the end (also
+    /// written to WORK/STAGE/step_profile.txt). Slows a GPU run a little: the waits stop one
+    /// phase's kernels from overlapping the next phase's launches.
+    #[arg(long)]
+    pub profile_steps: bool,
     /// With `export`: the folder to write the model to.
     #[arg(long, default_value = "models/builtin")]
     pub out: PathBuf,
@@ -103,6 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         init_weights: args.init.clone(),
         snr_gamma: (args.snr_gamma != 0.0).then_some(args.snr_gamma),
         micro_batches,
+        profile_steps: args.profile_steps,
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(
@@ -132,6 +139,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.steps,
         dir.join("loss.jsonl").display()
     );
+    if args.profile_steps {
+        let path = dir.join(recipe::STEP_PROFILE_FILE);
+        let report = std::fs::read_to_string(&path).map_err(|e| pigment::Error::io(&path, e))?;
+        eprint!("{name} step profile: {report}");
+    }
     println!("{}", dir.display());
     Ok(())
 }

@@ -69,12 +69,41 @@ fn stages_train_resume_export_and_generate() {
     );
 
     for stage in ["clip", "vae", "unet"] {
-        ok(&pigment(
-            &[&["train", stage, "--steps", "2"], &common[..]].concat(),
-        ));
+        let out = pigment(
+            &[
+                &["train", stage, "--steps", "2", "--profile-steps"],
+                &common[..],
+            ]
+            .concat(),
+        );
+        ok(&out);
         let log = work.join(stage).join("loss.jsonl");
         assert_eq!(losses(&log).len(), 2, "{stage}: one log line per step");
         assert!(losses(&log).iter().all(|l| l.is_finite()));
+        // --profile-steps: where the steps' time went, printed and kept beside the log. CLIP
+        // runs one batch (forward and backward apart); the VAE and UNet two micro-batches in
+        // parallel on the CPU; only the UNet keeps an EMA.
+        let report = std::fs::read_to_string(work.join(stage).join("step_profile.txt")).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{stage} step profile: {report}")),
+            "{stderr}"
+        );
+        assert!(
+            report.starts_with("2 steps, ms per step: prepare "),
+            "{report}"
+        );
+        let split = stage != "clip";
+        for (phase, expected) in [
+            (" forward ", !split),
+            (" backward ", !split),
+            (" forward+backward ", split),
+            (" clip ", true),
+            (" optimizer ", true),
+            (" ema ", stage == "unet"),
+        ] {
+            assert_eq!(report.contains(phase), expected, "{stage}: {report}");
+        }
     }
     // Resuming to a longer run continues the log instead of restarting it.
     ok(&pigment(

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::builtin::Dataset;
 use crate::error::{Error, Result};
-use crate::image::image_to_tensor;
+use crate::image::{image_to_tensor, write_atomically};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::train::clip::{clip_loss, MAX_LOGIT_SCALE};
@@ -163,7 +163,13 @@ pub struct StageOptions {
     /// depend on this number, not on the thread count. 1 for the CLIP stage, whose contrastive
     /// loss compares every caption with every image of the whole batch.
     pub micro_batches: usize,
+    /// Time each step's phases (data, forward, backward, clipping, optimiser, EMA; waiting for
+    /// the device after each) and write the means to `WORK/STAGE/step_profile.txt`.
+    pub profile_steps: bool,
 }
+
+/// The file, beside a stage's loss log, that [`StageOptions::profile_steps`] writes.
+pub const STEP_PROFILE_FILE: &str = "step_profile.txt";
 
 /// What the recipe uses unless told otherwise: no min-SNR weighting, plain v-prediction MSE (as
 /// Lin et al. 2024 train). Min-SNR-gamma on v targets weights each step by
@@ -181,7 +187,11 @@ fn stage_trainer(vars: &VarMap, opts: &StageOptions, config: TrainerConfig) -> R
     if let (Some(path), false) = (&opts.init_weights, has_checkpoint) {
         init_vars_from_file(vars, path)?;
     }
-    Trainer::new(named_vars(vars)?, config)
+    let mut trainer = Trainer::new(named_vars(vars)?, config)?;
+    if opts.profile_steps {
+        trainer.enable_step_profile();
+    }
+    Ok(trainer)
 }
 
 /// The stage names, in training order.
@@ -290,6 +300,13 @@ where
     }
     trainer.set_progress(progress);
     trainer.run_split(u64::MAX, prepare, loss)?;
+    if let (Some(profile), Some(log)) = (trainer.step_profile(), &trainer.config().log_path) {
+        let path = log.with_file_name(STEP_PROFILE_FILE);
+        let report = profile.report();
+        write_atomically(&path, true, |w| {
+            writeln!(w, "{report}").map_err(|e| Error::io(&path, e))
+        })?;
+    }
     Ok(match trainer.ema() {
         Some(ema) => ema.tensors(),
         None => trainer

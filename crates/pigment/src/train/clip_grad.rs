@@ -8,23 +8,25 @@ use super::params::Grads;
 use crate::error::{Error, Result};
 
 /// The global L2 norm of `grads`, computed as torch does: the norm of the per-tensor norms, in
-/// f32.
+/// f32, on the gradients' device, read back once (one wait for the device per step, not one
+/// per tensor).
 pub fn global_grad_norm(grads: &Grads) -> Result<f64> {
-    let mut total_sq = 0f32;
-    for g in grads.iter().flatten() {
-        let sq = g
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        let norm = sq.sqrt();
-        total_sq += norm * norm;
+    let norms = grads
+        .iter()
+        .flatten()
+        .map(|g| Ok(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?))
+        .collect::<Result<Vec<Tensor>>>()?;
+    if norms.is_empty() {
+        return Ok(0.0);
     }
-    Ok(total_sq.sqrt() as f64)
+    let total = Tensor::stack(&norms, 0)?
+        .sqr()?
+        .sum_all()?
+        .sqrt()?
+        .to_scalar::<f32>()?;
+    Ok(total as f64)
 }
 
-/// Scales `grads` in place so that their global norm is at most `max_norm`; returns the norm
-/// BEFORE clipping (what torch returns and what is worth logging).
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
         return Err(Error::invalid(format!(
@@ -34,9 +36,10 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
     let total = global_grad_norm(grads)?;
     let coef = (max_norm as f32) / (total as f32 + 1e-6);
     if coef < 1.0 {
+        // `affine` multiplies by the f32 (or the gradient's dtype) value of `coef` on the
+        // device: the same products as torch's `g.mul_(clip_coef)`, with no upload per tensor.
         for g in grads.iter_mut().flatten() {
-            let scale = Tensor::new(coef, g.device())?.to_dtype(g.dtype())?;
-            *g = g.broadcast_mul(&scale)?;
+            *g = g.affine(coef as f64, 0.0)?;
         }
     }
     Ok(total)

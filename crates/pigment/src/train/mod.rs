@@ -21,6 +21,7 @@ mod lr_schedule;
 mod optimizer;
 mod params;
 mod prng;
+mod step_profile;
 mod trainer;
 pub mod vae;
 
@@ -37,4 +38,5 @@ pub use lr_schedule::LrSchedule;
 pub use optimizer::{AdamW, AdamWConfig};
 pub use params::{accumulate, count, gradients, named_vars, named_vars_where, Grads, Params};
 pub use prng::TrainRng;
+pub use step_profile::{StepPhase, StepProfile};
 pub use trainer::{StepContext, Trainer, TrainerConfig};

@@ -134,6 +134,9 @@ impl AdamW {
             )));
         }
         let c = self.config.clone();
+        // sqrt(1 - beta2^step) as a one-element tensor, made once per (step, device): every
+        // parameter shares it (on a GPU, one upload per step instead of one per parameter).
+        let mut bias_correction2: Option<(u64, Tensor)> = None;
         for (((name, var), grad), slot) in self.params.iter().zip(grads).zip(&mut self.state) {
             let Some(grad) = grad else { continue };
             if grad.dims() != var.dims() {
@@ -166,11 +169,20 @@ impl AdamW {
             moments.exp_avg_sq = (moments.exp_avg_sq.affine(c.beta2, 0.0)? + g2)?.detach();
 
             let bias_correction1 = 1.0 - c.beta1.powf(step);
-            let bias_correction2_sqrt = (1.0 - c.beta2.powf(step)).sqrt();
             let step_size = c.lr / bias_correction1;
             // A true division by the scalar, as torch's `tensor / float` (candle's `/ f64`
             // multiplies by the reciprocal, which rounds differently).
-            let bc2 = Tensor::new(bias_correction2_sqrt as f32, g.device())?;
+            let bc2 = match &bias_correction2 {
+                Some((s, t)) if *s == moments.step && t.device().same_device(g.device()) => {
+                    t.clone()
+                }
+                _ => {
+                    let value = (1.0 - c.beta2.powf(step)).sqrt() as f32;
+                    let t = Tensor::new(value, g.device())?;
+                    bias_correction2 = Some((moments.step, t.clone()));
+                    t
+                }
+            };
             let denom = moments
                 .exp_avg_sq
                 .sqrt()?

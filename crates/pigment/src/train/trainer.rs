@@ -34,6 +34,7 @@ use super::lr_schedule::LrSchedule;
 use super::optimizer::{AdamW, AdamWConfig};
 use super::params::{accumulate, gradients, Grads, Params};
 use super::prng::TrainRng;
+use super::step_profile::{StepPhase, StepProfile};
 use crate::error::{Error, Result};
 
 /// Everything about a run that is not the model.
@@ -140,6 +141,7 @@ pub struct Trainer {
     resumed_from: Option<u64>,
     progress: Option<ProgressFn>,
     metadata: serde_json::Value,
+    profile: Option<StepProfile>,
 }
 
 impl Trainer {
@@ -168,6 +170,7 @@ impl Trainer {
             resumed_from: None,
             progress: None,
             metadata: serde_json::Value::Null,
+            profile: None,
             config,
         })
     }
@@ -203,6 +206,26 @@ impl Trainer {
     }
 
     /// Caller metadata saved in every checkpoint's `trainer_state.json` (model configs...).
+    /// Times every following step's phases ([`StepProfile`]), waiting for the parameters'
+    /// device at the end of each phase.
+    pub fn enable_step_profile(&mut self) {
+        let device = self.optimizer.params()[0].1.device().clone();
+        self.profile = Some(StepProfile::new(device));
+    }
+
+    /// The phases' times since [`Self::enable_step_profile`].
+    pub fn step_profile(&self) -> Option<&StepProfile> {
+        self.profile.as_ref()
+    }
+
+    /// Ends `phase` of the step when profiling.
+    fn end_phase(&mut self, phase: StepPhase) -> Result<()> {
+        match &mut self.profile {
+            Some(profile) => profile.end(phase),
+            None => Ok(()),
+        }
+    }
+
     pub fn set_metadata(&mut self, metadata: serde_json::Value) {
         self.metadata = metadata;
     }
@@ -298,7 +321,9 @@ impl Trainer {
             let mut ctx = self.micro_batch(micro_step);
             let loss = loss_fn(&mut ctx)?;
             loss_sum += self.finite(scalar(&loss)?, lr)?;
+            self.end_phase(StepPhase::Forward)?;
             accumulate(&mut grads, self.micro_gradients(&loss)?)?;
+            self.end_phase(StepPhase::Backward)?;
         }
         self.finish_step(grads, loss_sum, lr, started)
     }
@@ -317,13 +342,16 @@ impl Trainer {
             let mut ctx = self.micro_batch(micro_step);
             jobs.push(prepare(&mut ctx)?);
         }
+        self.end_phase(StepPhase::Prepare)?;
         let mut grads: Grads = Vec::new();
         let mut loss_sum = 0.0;
         if accumulation == 1 {
             let job = jobs.pop().expect("one micro-batch was prepared");
             let loss = loss_fn(job, &mut self.rng)?;
             loss_sum = self.finite(scalar(&loss)?, lr)?;
+            self.end_phase(StepPhase::Forward)?;
             grads = self.micro_gradients(&loss)?;
+            self.end_phase(StepPhase::Backward)?;
         } else {
             use rayon::prelude::*;
             let streams: Vec<TrainRng> = (0..accumulation)
@@ -346,6 +374,7 @@ impl Trainer {
                 loss_sum += self.finite(value, lr)?;
                 accumulate(&mut grads, micro_grads)?;
             }
+            self.end_phase(StepPhase::ForwardBackward)?;
         }
         self.finish_step(grads, loss_sum, lr, started)
     }
@@ -359,6 +388,9 @@ impl Trainer {
             )));
         }
         self.open_log()?;
+        if let Some(profile) = &mut self.profile {
+            profile.start_step();
+        }
         let started = Instant::now();
         let lr = self.config.schedule.lr_at(self.step);
         self.optimizer.set_lr(lr);
@@ -410,13 +442,16 @@ impl Trainer {
         if !grad_norm.is_finite() {
             return Err(self.diverged("gradient norm", grad_norm, lr));
         }
+        self.end_phase(StepPhase::Clip)?;
         self.optimizer.step(&grads)?;
         for &(i, min, max) in &self.clamps {
             let var = &self.optimizer.params()[i].1;
             var.set(&var.as_tensor().clamp(min, max)?.detach())?;
         }
+        self.end_phase(StepPhase::Optimizer)?;
         if let Some(ema) = &mut self.ema {
             ema.update(self.optimizer.params())?;
+            self.end_phase(StepPhase::Ema)?;
         }
         self.step += 1;
 
@@ -436,6 +471,10 @@ impl Trainer {
         }
         if let Some(progress) = &mut self.progress {
             progress(&record);
+        }
+        self.end_phase(StepPhase::Log)?;
+        if let Some(profile) = &mut self.profile {
+            profile.end_step();
         }
         Ok(record)
     }
