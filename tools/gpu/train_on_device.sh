@@ -76,13 +76,16 @@ main() {
 
     # 3. Smoke test: the shipped built-in model generates on CUDA.
     local t0=$SECONDS
-    if [ "${SMOKE:-1}" != 1 ]; then
-        echo "== smoke test skipped (SMOKE=0)"
-    elif echo "== smoke: generate on $DEVICE" && "$PIGMENT" generate "a red circle" --model models/builtin --device "$DEVICE" --steps 4 \
-        --seed 1 --force --out "$OUT/smoke.png"; then
-        echo "smoke OK in $((SECONDS - t0)) s"
+    if [ "${SMOKE:-1}" = 1 ]; then
+        echo "== smoke: generate on $DEVICE"
+        if "$PIGMENT" generate "a red circle" --model models/builtin --device "$DEVICE" --steps 4 \
+            --seed 1 --force --out "$OUT/smoke.png"; then
+            echo "smoke OK in $((SECONDS - t0)) s"
+        else
+            echo "WARNING: SMOKE TEST FAILED (generate on $DEVICE); trying training anyway"
+        fi
     else
-        echo "WARNING: SMOKE TEST FAILED (generate on $DEVICE); trying training anyway"
+        echo "== smoke test skipped (SMOKE=0)"
     fi
 
     # 4. The work folder: clip/ = text encoder + CLIP vision tower and projections (one file),

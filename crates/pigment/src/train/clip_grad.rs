@@ -27,6 +27,8 @@ pub fn global_grad_norm(grads: &Grads) -> Result<f64> {
     Ok(total as f64)
 }
 
+/// Scales `grads` in place so that their global norm is at most `max_norm`; returns the norm
+/// BEFORE clipping (what torch returns and what is worth logging).
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
         return Err(Error::invalid(format!(

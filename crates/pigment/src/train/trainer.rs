@@ -205,7 +205,6 @@ impl Trainer {
         self.progress = Some(progress);
     }
 
-    /// Caller metadata saved in every checkpoint's `trainer_state.json` (model configs...).
     /// Times every following step's phases ([`StepProfile`]), waiting for the parameters'
     /// device at the end of each phase.
     pub fn enable_step_profile(&mut self) {
@@ -226,6 +225,7 @@ impl Trainer {
         }
     }
 
+    /// Caller metadata saved in every checkpoint's `trainer_state.json` (model configs...).
     pub fn set_metadata(&mut self, metadata: serde_json::Value) {
         self.metadata = metadata;
     }
