@@ -68,6 +68,11 @@ pub struct TrainArgs {
     /// phase's kernels from overlapping the next phase's launches.
     #[arg(long)]
     pub profile_steps: bool,
+    /// CLIP stage: the share of each batch made of hard-negative pairs, an item and the same
+    /// scene with one fact changed (a shape, a size, the relation mirrored, one object fewer),
+    /// so that the text tower must encode more than colour; 0 draws every item independently.
+    #[arg(long, value_name = "SHARE", default_value_t = recipe::DEFAULT_HARD_NEGATIVES)]
+    pub hard_negatives: f64,
     /// With `export`: the folder to write the model to.
     #[arg(long, default_value = "models/builtin")]
     pub out: PathBuf,
@@ -110,6 +115,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         snr_gamma: (args.snr_gamma != 0.0).then_some(args.snr_gamma),
         micro_batches,
         profile_steps: args.profile_steps,
+        hard_negatives: args.hard_negatives,
     };
     let bar = ProgressBar::new(args.steps);
     bar.set_style(

@@ -63,8 +63,20 @@ fn stages_train_resume_export_and_generate() {
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
     }
+    // The hard-negative share is a share of the batch.
+    for share in ["1.5", "NaN"] {
+        let out = pigment(
+            &[
+                &["train", "clip", "--steps", "1", "--hard-negatives", share],
+                &common[..],
+            ]
+            .concat(),
+        );
+        assert_eq!(out.status.code(), Some(1), "--hard-negatives {share}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a share of the batch"));
+    }
     assert!(
-        !work.join("vae").exists(),
+        !work.join("clip").exists() && !work.join("vae").exists(),
         "nothing written on a refused run"
     );
 

@@ -4,6 +4,7 @@
 use ::image::RgbImage;
 
 use super::captions::caption_for;
+use super::counterfactual::{counterfactual, Change};
 use super::generate::{generate, Category, Split};
 use super::prng::SplitMix64;
 use super::render::render;
@@ -104,15 +105,52 @@ impl Dataset {
 
     /// Scene, caption and category of item `index`, without rendering.
     pub fn describe(&self, index: u64) -> (Scene, String, Category) {
-        let stream = match self.split {
+        let (scene, category, mut caption_rng) = self.scene(index);
+        let caption = caption_for(&scene, category, &mut caption_rng);
+        (scene, caption, category)
+    }
+
+    /// Item `index` and a hard negative for it: the same scene with one fact changed (shape,
+    /// size, mirrored relation or one object fewer), captioned with the same template choices
+    /// ([`counterfactual`]). The negative is as deterministic as the item.
+    pub fn contrast_pair(&self, index: u64) -> (Sample, Sample, Change) {
+        let (scene, category, caption_rng) = self.scene(index);
+        let caption = caption_for(&scene, category, &mut caption_rng.clone());
+        let mut rng = SplitMix64::for_item(self.seed, self.stream() + 2, index);
+        let (negative, negative_caption, change) = counterfactual(
+            &scene,
+            category,
+            self.split,
+            &caption,
+            &caption_rng,
+            &mut rng,
+        );
+        let sample = |scene: Scene, caption: String| Sample {
+            image: render(&scene, self.size),
+            caption,
+            scene,
+            category,
+        };
+        (
+            sample(scene, caption),
+            sample(negative, negative_caption),
+            change,
+        )
+    }
+
+    fn stream(&self) -> u64 {
+        match self.split {
             Split::Train => 1,
             Split::Eval => 2,
-        };
-        let mut rng = SplitMix64::for_item(self.seed, stream, index);
+        }
+    }
+
+    /// The scene and category of item `index`, and the generator's state for its caption.
+    fn scene(&self, index: u64) -> (Scene, Category, SplitMix64) {
+        let mut rng = SplitMix64::for_item(self.seed, self.stream(), index);
         let category = self.pick_category(&mut rng);
         let scene = generate(category, self.split, &mut rng);
-        let caption = caption_for(&scene, category, &mut rng);
-        (scene, caption, category)
+        (scene, category, rng)
     }
 
     fn pick_category(&self, rng: &mut SplitMix64) -> Category {

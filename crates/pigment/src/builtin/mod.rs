@@ -13,6 +13,7 @@
 mod analyse;
 mod background;
 mod captions;
+mod counterfactual;
 mod dataset;
 mod degrade;
 mod detect;
@@ -28,6 +29,7 @@ mod world;
 
 pub use analyse::{analyse, judge, Verdict, RELATION_MARGIN};
 pub use captions::{caption, caption_for, clear_relation, vocabulary};
+pub use counterfactual::Change;
 pub use dataset::{Dataset, Sample, MAX_SIZE, MIN_SIZE};
 pub use degrade::{degrade, Degradation};
 pub use detect::{classify, perceive, shape_features, Detection, Perception, ShapeFeatures};

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rayon::prelude::*;
 
-use crate::builtin::Dataset;
+use crate::builtin::{Dataset, Sample};
 use crate::error::{Error, Result};
 use crate::image::{image_to_tensor, write_atomically};
 use crate::schedule::SchedulerConfig;
@@ -166,6 +166,9 @@ pub struct StageOptions {
     /// Time each step's phases (data, forward, backward, clipping, optimiser, EMA; waiting for
     /// the device after each) and write the means to `WORK/STAGE/step_profile.txt`.
     pub profile_steps: bool,
+    /// CLIP stage: the share of each batch made of hard-negative pairs (an item and its
+    /// counterfactual, [`Dataset::contrast_pair`]); 0 draws every item independently.
+    pub hard_negatives: f64,
 }
 
 /// The file, beside a stage's loss log, that [`StageOptions::profile_steps`] writes.
@@ -176,6 +179,11 @@ pub const STEP_PROFILE_FILE: &str = "step_profile.txt";
 /// min(SNR, gamma) / (SNR + 1), which is 0 at the zero-SNR step t = T and near 0 around it:
 /// exactly the steps that place the objects and choose the background.
 pub const DEFAULT_SNR_GAMMA: f64 = 0.0;
+
+/// Half of each CLIP batch in (item, counterfactual) pairs: random batches of this world are
+/// told apart by colour alone, and a text tower trained only on them barely encodes shape,
+/// size, count or relation (`builtin::counterfactual`, `examples/text_probe.rs`).
+pub const DEFAULT_HARD_NEGATIVES: f64 = 0.5;
 
 /// The stage's trainer: fresh weights replaced by [`StageOptions::init_weights`] when given and
 /// no checkpoint exists yet (a checkpoint wins: it holds the run's own later weights).
@@ -222,12 +230,35 @@ fn dataset() -> Result<Dataset> {
 /// are rendered on the CPU (in parallel: each item depends only on its index) and moved to
 /// `device` in one copy.
 fn batch(data: &Dataset, indices: &[usize], device: &Device) -> Result<(Tensor, Vec<String>)> {
-    let samples: Vec<_> = indices.par_iter().map(|&i| data.sample(i as u64)).collect();
+    contrast_batch(data, indices, 0.0, device)
+}
+
+/// Like [`batch`], but the first `share` of the batch is made of (item, counterfactual) pairs:
+/// pair `i` is item `indices[i]` and its hard negative; the rest are items
+/// `indices[pairs * 2..]`, so the batch keeps its size.
+fn contrast_batch(
+    data: &Dataset,
+    indices: &[usize],
+    share: f64,
+    device: &Device,
+) -> Result<(Tensor, Vec<String>)> {
+    let pairs = ((indices.len() as f64 * share / 2.0).round() as usize).min(indices.len() / 2);
+    let paired: Vec<Sample> = indices[..pairs]
+        .par_iter()
+        .flat_map_iter(|&i| {
+            let (item, negative, _) = data.contrast_pair(i as u64);
+            [item, negative]
+        })
+        .collect();
+    let single: Vec<Sample> = indices[pairs * 2..]
+        .par_iter()
+        .map(|&i| data.get(i as u64))
+        .collect();
     let mut images = Vec::with_capacity(indices.len());
     let mut captions = Vec::with_capacity(indices.len());
-    for (image, caption, _) in samples {
-        images.push(image_to_tensor(&image, &Device::Cpu)?);
-        captions.push(caption);
+    for sample in paired.into_iter().chain(single) {
+        images.push(image_to_tensor(&sample.image, &Device::Cpu)?);
+        captions.push(sample.caption);
     }
     Ok((Tensor::cat(&images, 0)?.to_device(device)?, captions))
 }
@@ -349,6 +380,12 @@ fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
 
 /// Stage 1: contrastive CLIP (Radford 2021) on captions and images of the synthetic world.
 pub fn train_clip(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> {
+    if !(0.0..=1.0).contains(&opts.hard_negatives) {
+        return Err(Error::invalid(format!(
+            "--hard-negatives {} is not a share of the batch: use 0 to 1 (e.g. {})",
+            opts.hard_negatives, DEFAULT_HARD_NEGATIVES
+        )));
+    }
     let device = opts.device.clone();
     let config = clip_config();
     let vars = VarMap::new();
@@ -363,7 +400,7 @@ pub fn train_clip(opts: &StageOptions, progress: ProgressFn) -> Result<PathBuf> 
     let weights = run_to_end(
         &mut trainer,
         progress,
-        |ctx| batch(&data, &ctx.indices, &device),
+        |ctx| contrast_batch(&data, &ctx.indices, opts.hard_negatives, &device),
         |(images, captions), _| {
             let pixels = normalize(&((images + 1.0)? * 0.5)?)?;
             clip_loss(&model, &token_ids(&tokenizer, &captions, &device)?, &pixels)
