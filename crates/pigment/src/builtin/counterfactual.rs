@@ -10,10 +10,10 @@
 //! can only be matched by the word that differs (the hard-negative idea of Robinson et al. 2021,
 //! with negatives made rather than mined).
 
-use super::captions::caption_for;
-use super::generate::{Category, Split};
+use super::captions::{caption_for, clear_relation};
+use super::generate::{boxes_apart, Category, Split};
 use super::prng::SplitMix64;
-use super::world::{is_held_out, Object, Relation, Scene, Shape, Size};
+use super::world::{is_held_out, Relation, Scene, Shape, Size};
 
 /// What a counterfactual changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,24 +97,22 @@ fn apply(
         Change::Size => {
             let i = rng.below(objects.len());
             let o = &mut objects[i];
-            let (from, to) = match o.size {
-                Size::Small => (Size::Small, Size::Large),
-                Size::Large => (Size::Large, Size::Small),
+            let to = match o.size {
+                Size::Small => Size::Large,
+                Size::Large => Size::Small,
             };
+            o.diameter *= to.diameter() / o.size.diameter();
             o.size = to;
-            o.diameter *= to.diameter() / from.diameter();
-            let inside = |o: &Object| {
-                let half = o.diameter / 2.0;
-                [o.x, o.y]
-                    .iter()
-                    .all(|&c| c - half >= 0.0 && c + half <= 1.0)
-            };
-            let o = objects[i].clone();
+            let o = &objects[i];
+            let half = o.diameter / 2.0;
+            let inside = [o.x, o.y]
+                .iter()
+                .all(|&c| c - half >= 0.0 && c + half <= 1.0);
             let clear = objects
                 .iter()
                 .enumerate()
-                .all(|(j, other)| j == i || boxes_apart(&o, other));
-            if !inside(&o) || !clear {
+                .all(|(j, other)| j == i || boxes_apart(o, other, 0.0));
+            if !inside || !clear {
                 return None;
             }
         }
@@ -124,7 +122,7 @@ fn apply(
                 return None;
             }
             let horizontal = matches!(
-                super::captions::clear_relation(&objects[0], &objects[1])?,
+                clear_relation(&objects[0], &objects[1])?,
                 Relation::LeftOf | Relation::RightOf
             );
             for o in objects.iter_mut() {
@@ -144,12 +142,6 @@ fn apply(
         }
     }
     Some(out)
-}
-
-/// Whether two objects' boxes do not overlap.
-fn boxes_apart(a: &Object, b: &Object) -> bool {
-    let need = (a.diameter + b.diameter) / 2.0;
-    (a.x - b.x).abs() >= need || (a.y - b.y).abs() >= need
 }
 
 #[cfg(test)]
@@ -188,8 +180,8 @@ mod tests {
                     assert_eq!(changed, 1, "item {index}");
                 }
                 Change::Mirror => {
-                    let r0 = super::super::captions::clear_relation(&a[0], &a[1]);
-                    let r1 = super::super::captions::clear_relation(&b[0], &b[1]);
+                    let r0 = clear_relation(&a[0], &a[1]);
+                    let r1 = clear_relation(&b[0], &b[1]);
                     assert_eq!(r0.map(|r| r.inverse()), r1, "item {index}");
                 }
             }

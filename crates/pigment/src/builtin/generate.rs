@@ -163,7 +163,12 @@ fn random_position(diameter: f32, rng: &mut SplitMix64) -> (f32, f32) {
 
 /// Whether two objects' boxes are at least GAP apart along some axis.
 fn apart(a: &Object, b: &Object) -> bool {
-    let need = (a.diameter + b.diameter) / 2.0 + GAP;
+    boxes_apart(a, b, GAP)
+}
+
+/// Whether two objects' boxes are at least `gap` apart along some axis (0: do not overlap).
+pub(super) fn boxes_apart(a: &Object, b: &Object, gap: f32) -> bool {
+    let need = (a.diameter + b.diameter) / 2.0 + gap;
     (a.x - b.x).abs() >= need || (a.y - b.y).abs() >= need
 }
 
