@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::builtin::{Dataset, Sample};
 use crate::error::{Error, Result};
 use crate::image::{image_to_tensor, write_atomically};
-use crate::schedule::SchedulerConfig;
+use crate::schedule::{ConfigFlag, SchedulerConfig};
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use crate::train::clip::{clip_loss, MAX_LOGIT_SCALE};
 use crate::train::diffusion::{encode_latents, DiffusionObjective};
@@ -134,6 +134,9 @@ pub fn scheduler_config() -> SchedulerConfig {
         timestep_spacing: Some("trailing".into()),
         steps_offset: 0,
         rescale_betas_zero_snr: true,
+        // Latents are not in [-1, 1]; written out so that no scheduler class clips them by
+        // default (DDIMScheduler's `clip_sample=True`).
+        clip_sample: ConfigFlag::Set(false),
         ..SchedulerConfig::default()
     }
 }

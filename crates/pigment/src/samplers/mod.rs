@@ -193,11 +193,11 @@ fn validate(kind: SamplerKind, config: &SchedulerConfig, opts: &SamplerOptions) 
     let clip_default = matches!(kind, SamplerKind::Ddpm | SamplerKind::Ddim);
     let clip_sample = config
         .clip_sample
-        .unwrap_or(clip_default)
+        .resolve(clip_default)
         .then_some(config.clip_sample_range as f32);
     let set_alpha_to_one = config
         .set_alpha_to_one
-        .unwrap_or(matches!(kind, SamplerKind::Ddim | SamplerKind::Lcm));
+        .resolve(matches!(kind, SamplerKind::Ddim | SamplerKind::Lcm));
     let prediction = match &opts.prediction_type {
         Some(p) => p.parse()?,
         None => config.prediction_type.parse().map_err(|_| {

@@ -9,6 +9,6 @@ pub mod sigmas;
 pub mod spacing;
 
 pub use betas::{alphas_cumprod, betas, rescale_zero_terminal_snr, training_alphas_cumprod};
-pub use config::SchedulerConfig;
+pub use config::{ConfigFlag, SchedulerConfig};
 pub use sigmas::{karras_sigmas, sigma_at, training_sigmas, SigmaToTimestep};
 pub use spacing::TimestepSpacing;
