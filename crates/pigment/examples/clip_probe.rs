@@ -18,76 +18,91 @@ fn main() -> anyhow::Result<()> {
     };
     let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(300);
     let scorer = ClipScorer::load(&dir, &Device::Cpu)?;
+    // Text features of "a {colour} {shape}" for every pair, encoded once: row colour * shapes
+    // + shape of [colours * shapes, D].
+    let mut captions = Vec::new();
+    for colour in Colour::ALL {
+        for shape in Shape::ALL {
+            captions.push(scorer.text_features(&format!(
+                "a {} {}",
+                colour.name(),
+                shape.name()
+            ))?);
+        }
+    }
+    let captions = Tensor::cat(&captions, 0)?;
     // Seed 7: images the training (seed recipe::DATA_SEED) never drew.
     for (name, data) in [("seen", Dataset::train(7)), ("held-out", Dataset::eval(7))] {
         let data = data.with_categories(&[Category::Single])?;
         let mut images = Vec::new();
+        let mut objects = Vec::new();
         for index in 0..count {
             let sample = data.get(index);
-            let image = scorer.image_features(&sample.image)?;
-            images.push((image, sample.scene.objects[0].clone()));
+            images.push(scorer.image_features(&sample.image)?);
+            objects.push(sample.scene.objects[0].clone());
         }
-        report(&scorer, name, &images)?;
+        report(name, &Tensor::cat(&images, 0)?, &objects, &captions)?;
     }
     Ok(())
 }
 
-fn report(scorer: &ClipScorer, split: &str, images: &[(Tensor, Object)]) -> anyhow::Result<()> {
-    let best = |image: &Tensor, captions: &[String]| -> anyhow::Result<usize> {
-        let texts: Vec<Tensor> = captions
-            .iter()
-            .map(|c| scorer.text_features(c))
-            .collect::<Result<_, _>>()?;
-        let scores = Tensor::cat(&texts, 0)?.matmul(&image.t()?)?.flatten_all()?;
-        Ok(scores.argmax(0)?.to_scalar::<u32>()? as usize)
+/// `images` [N, D] and `captions` [colours * shapes, D] are L2-normalised features.
+fn report(
+    split: &str,
+    images: &Tensor,
+    objects: &[Object],
+    captions: &Tensor,
+) -> anyhow::Result<()> {
+    let shapes = Shape::ALL.len();
+    let index = |o: &Object| {
+        let colour = Colour::ALL.iter().position(|&c| c == o.colour).unwrap();
+        let shape = Shape::ALL.iter().position(|&s| s == o.shape).unwrap();
+        (colour, shape)
     };
+    // Cosine of every image with every caption, and with every other image.
+    let to_caption = images.matmul(&captions.t()?)?.to_vec2::<f32>()?;
+    let to_image = images.matmul(&images.t()?)?.to_vec2::<f32>()?;
     let (mut shape_right, mut colour_right) = (0, 0);
     let mut confusion = [[0u32; Shape::ALL.len()]; Shape::ALL.len()];
-    for (image, object) in images {
-        let shapes: Vec<String> = Shape::ALL
-            .iter()
-            .map(|s| format!("a {} {}", object.colour.name(), s.name()))
-            .collect();
-        let guess = best(image, &shapes)?;
-        let truth = Shape::ALL.iter().position(|&s| s == object.shape).unwrap();
-        confusion[truth][guess] += 1;
-        shape_right += usize::from(guess == truth);
-        let colours: Vec<String> = Colour::ALL
-            .iter()
-            .map(|c| format!("a {} {}", c.name(), object.shape.name()))
-            .collect();
-        colour_right += usize::from(Colour::ALL[best(image, &colours)?] == object.colour);
+    for (scores, object) in to_caption.iter().zip(objects) {
+        let (colour, shape) = index(object);
+        // "a {true colour} {each shape}" and "a {each colour} {true shape}".
+        let guess = argmax(
+            scores[colour * shapes..(colour + 1) * shapes]
+                .iter()
+                .copied(),
+        );
+        confusion[shape][guess] += 1;
+        shape_right += usize::from(guess == shape);
+        let guess = argmax(scores.iter().skip(shape).step_by(shapes).copied());
+        colour_right += usize::from(guess == colour);
     }
     // Each image's nearest other image of the same colour: is it the same shape? Chance: the
     // share of the other same-colour images that are (1 for held-out pairs, one shape a colour).
     let (mut nearest_same, mut judged, mut chance) = (0, 0, 0.0);
-    for (i, (a, oa)) in images.iter().enumerate() {
-        let mut best: Option<(f32, Shape)> = None;
-        let (mut others, mut same) = (0, 0);
-        for (j, (b, ob)) in images.iter().enumerate() {
-            if i != j && ob.colour == oa.colour {
-                let cosine = (a * b)?.sum_all()?.to_scalar::<f32>()?;
-                if best.is_none_or(|(c, _)| cosine > c) {
-                    best = Some((cosine, ob.shape));
-                }
-                others += 1;
-                same += usize::from(ob.shape == oa.shape);
-            }
-        }
-        if let Some((_, shape)) = best {
-            judged += 1;
-            nearest_same += usize::from(shape == oa.shape);
-            chance += same as f64 / others as f64;
-        }
+    for (i, (row, oa)) in to_image.iter().zip(objects).enumerate() {
+        let others: Vec<usize> = (0..objects.len())
+            .filter(|&j| j != i && objects[j].colour == oa.colour)
+            .collect();
+        let Some(&nearest) = others.iter().max_by(|&&a, &&b| row[a].total_cmp(&row[b])) else {
+            continue;
+        };
+        let same = others
+            .iter()
+            .filter(|&&j| objects[j].shape == oa.shape)
+            .count();
+        judged += 1;
+        nearest_same += usize::from(objects[nearest].shape == oa.shape);
+        chance += same as f64 / others.len() as f64;
     }
     let percent = |n: usize, of: usize| n as f64 * 100.0 / of.max(1) as f64;
     println!(
         "{split}: {} single-object images: zero-shot shape right {:.1}% (chance {:.1}%), colour \
          right {:.1}%; nearest image of the same colour has the same shape {:.1}% (chance {:.1}%)",
-        images.len(),
-        percent(shape_right, images.len()),
-        100.0 / Shape::ALL.len() as f64,
-        percent(colour_right, images.len()),
+        objects.len(),
+        percent(shape_right, objects.len()),
+        100.0 / shapes as f64,
+        percent(colour_right, objects.len()),
         percent(nearest_same, judged),
         chance * 100.0 / judged.max(1) as f64,
     );
@@ -99,4 +114,18 @@ fn report(scorer: &ClipScorer, split: &str, images: &[(Tensor, Object)]) -> anyh
         println!("  {:>9} {row:?}", shape.name());
     }
     Ok(())
+}
+
+/// Index of the largest score (the first of equals).
+fn argmax(scores: impl Iterator<Item = f32>) -> usize {
+    scores
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, s)| {
+            if s > best.1 {
+                (i, s)
+            } else {
+                best
+            }
+        })
+        .0
 }

@@ -45,13 +45,20 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The analyser's verdict on the shipped model's image for each prompt and seed (native size,
 /// the pipeline's defaults otherwise: 20 steps of Euler a, CFG 7.5), printed as it goes.
 fn verdicts(prompts: &[&str], seeds: &[u64]) -> Vec<Verdict> {
-    verdicts_with(SamplerKind::EulerAncestral, prompts, seeds)
+    verdicts_with(&load_builtin(), SamplerKind::EulerAncestral, prompts, seeds)
 }
 
-/// As `verdicts`, with another sampler.
-fn verdicts_with(sampler: SamplerKind, prompts: &[&str], seeds: &[u64]) -> Vec<Verdict> {
-    let dir = builtin_model_dir().unwrap();
-    let model = StableDiffusion::load(&dir, &LoadOptions::default()).unwrap();
+fn load_builtin() -> StableDiffusion {
+    StableDiffusion::load(&builtin_model_dir().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+/// As `verdicts`, with a loaded model and another sampler.
+fn verdicts_with(
+    model: &StableDiffusion,
+    sampler: SamplerKind,
+    prompts: &[&str],
+    seeds: &[u64],
+) -> Vec<Verdict> {
     let native = model.unet.config().sample_size * model.vae_scale_factor();
     let mut verdicts = Vec::new();
     for prompt in prompts {
@@ -147,11 +154,12 @@ fn every_sampler_draws_the_asked_colours_with_the_shipped_scheduler_config() {
         "a red circle on a yellow background",
         "a blue square on a white background",
     ];
+    let model = load_builtin();
     for &sampler in SamplerKind::all() {
         if sampler == SamplerKind::Lcm {
             continue;
         }
-        let verdicts = verdicts_with(sampler, &prompts, &[1, 2]);
+        let verdicts = verdicts_with(&model, sampler, &prompts, &[1, 2]);
         let colour_right = right(&verdicts, |v| v.colour);
         let background_right = right(&verdicts, |v| v.background);
         assert!(
@@ -172,8 +180,7 @@ fn pipeline_conditions_exactly_as_training_did() {
     use pigment::builtin::recipe::TEXT_TOKENS;
     use pigment::text::ClipTokenizer;
 
-    let dir = builtin_model_dir().unwrap();
-    let model = StableDiffusion::load(&dir, &LoadOptions::default()).unwrap();
+    let model = load_builtin();
     let training_tokenizer = ClipTokenizer::embedded().unwrap();
     for caption in [
         "a red star",
