@@ -50,6 +50,12 @@ pub struct TrainArgs {
     /// init, to fine-tune; ignored once the stage has a checkpoint to resume.
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
+    /// With `--init`: the recipe's model may have weights the file lacks (it grew, e.g. a
+    /// cross-attention added at another resolution). They start from the seeded init, and
+    /// each new attention block's output projection at zero, so training starts from exactly
+    /// the old model's outputs; every weight in the file must still fit the model.
+    #[arg(long, requires = "init")]
+    pub grow: bool,
     /// UNet stage: min-SNR-gamma loss weighting (Hang et al. 2023, e.g. 5); 0, the recipe's
     /// default, is the plain MSE of the v target (every timestep weighted 1): on the recipe's
     /// zero-terminal-SNR schedule min-SNR would weight the noisiest steps near 0.
@@ -112,6 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         device,
         init_weights: args.init.clone(),
+        grow: args.grow,
         snr_gamma: (args.snr_gamma != 0.0).then_some(args.snr_gamma),
         micro_batches,
         profile_steps: args.profile_steps,

@@ -123,6 +123,44 @@ fn stages_train_resume_export_and_generate() {
     ));
     assert_eq!(losses(&work.join("clip/loss.jsonl")).len(), 3);
 
+    // Growing: a UNet file without one of the recipe's attention blocks (as if trained before
+    // the block was added) seeds the full recipe only with --grow.
+    let unet_file = work.join("unet/diffusion_pytorch_model.safetensors");
+    let smaller = dir.path().join("smaller-unet.safetensors");
+    let kept = without_tensors(&unet_file, &smaller, "down_blocks.2.attentions.");
+    let grown = dir.path().join("grown");
+    std::fs::create_dir_all(&grown).unwrap();
+    for stage in ["clip", "vae"] {
+        std::fs::create_dir_all(grown.join(stage)).unwrap();
+        for entry in std::fs::read_dir(work.join(stage)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, grown.join(stage).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let grown_s = grown.display().to_string();
+    let smaller_s = smaller.display().to_string();
+    let grow_args = [
+        "train", "unet", "--work", &grown_s, "--steps", "1", "--batch", "2", "--init", &smaller_s,
+    ];
+    let refused = pigment(&grow_args);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("does not fit this model") && stderr.contains("add --grow"),
+        "{stderr}"
+    );
+    ok(&pigment(&[&grow_args[..], &["--grow"]].concat()));
+    let grown_unet = std::fs::read(grown.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let grown_unet = safetensors::SafeTensors::deserialize(&grown_unet).unwrap();
+    assert!(
+        grown_unet.len() > kept,
+        "the grown UNet has the dropped block back"
+    );
+    let no_init = pigment(&["train", "unet", "--work", &grown_s, "--grow"]);
+    assert_eq!(no_init.status.code(), Some(2), "--grow needs --init");
+
     let model = dir.path().join("model");
     let model_s = model.display().to_string();
     ok(&pigment(&[
@@ -155,4 +193,19 @@ fn stages_train_resume_export_and_generate() {
     ]));
     let image = image::open(&png).unwrap();
     assert_eq!((image.width(), image.height()), (64, 64));
+}
+
+/// Copies the safetensors file `from` to `to` without the tensors whose names contain
+/// `dropped`; returns how many it kept (and checks some were dropped).
+fn without_tensors(from: &Path, to: &Path, dropped: &str) -> usize {
+    let bytes = std::fs::read(from).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.contains(dropped))
+        .collect();
+    assert!(kept.len() < file.len(), "no tensor named *{dropped}*");
+    std::fs::write(to, safetensors::serialize(kept.clone(), None).unwrap()).unwrap();
+    kept.len()
 }

@@ -16,8 +16,9 @@ use pigment::train::clip::{clip_loss, MAX_LOGIT_SCALE};
 use pigment::train::diffusion::{encode_latents, DiffusionObjective};
 use pigment::train::vae::{Reconstruction, VaeObjective};
 use pigment::train::{
-    clip_grad_norm, init_vars_from_file, named_vars, read_log, seeded_var_builder, AdamW,
-    AdamWConfig, LrSchedule, Params, StepContext, StepRecord, TrainRng, Trainer, TrainerConfig,
+    clip_grad_norm, grow_vars_from_file, init_vars_from_file, named_vars, read_log,
+    seeded_var_builder, AdamW, AdamWConfig, LrSchedule, Params, StepContext, StepRecord, TrainRng,
+    Trainer, TrainerConfig,
 };
 use pigment::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use pigment::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -507,6 +508,97 @@ fn fine_tuning_starts_from_the_given_weights_and_refuses_another_models() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no such file"), "{err}");
+}
+
+/// The tiny UNet with a cross-attention transformer added at its second level too (the kind
+/// of change `--grow` is for), with only cross-attention there (no self-attention).
+fn grown_unet_config() -> UNet2DConditionConfig {
+    UNet2DConditionConfig {
+        down_block_types: vec!["CrossAttnDownBlock2D".into(), "CrossAttnDownBlock2D".into()],
+        up_block_types: vec!["CrossAttnUpBlock2D".into(), "CrossAttnUpBlock2D".into()],
+        only_cross_attention: PerBlock::Each(vec![false, true]),
+        ..tiny_unet_config()
+    }
+}
+
+#[test]
+fn a_grown_unet_starts_as_the_old_one_and_its_new_attention_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = DiffusionRun::new(3);
+    let mut trainer = run.trainer(dir.path(), 5);
+    trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
+    let file = dir.path().join("unet.safetensors");
+    candle_core::safetensors::save(&weights_as_tensors(trainer.params()), &file).unwrap();
+
+    let vars = VarMap::new();
+    let grown = UNet2DConditionModel::new(
+        seeded_var_builder(&vars, 9, DType::F32, &DEV),
+        &grown_unet_config(),
+    )
+    .unwrap();
+    let report = grow_vars_from_file(&vars, &file).unwrap();
+    assert_eq!(report.loaded, trainer.params().len());
+    assert!(!report.new.is_empty());
+    assert!(
+        report.new.iter().all(|n| n.contains(".attentions.")),
+        "only the new attention blocks are new: {:?}",
+        report.new
+    );
+
+    // Same input, same output: each new block's zeroed proj_out makes it an identity.
+    let sample = Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &DEV).unwrap();
+    let context = Tensor::randn(0f32, 1.0, (2, 5, 16), &DEV).unwrap();
+    let old = run.unet.forward(&sample, 500.0, &context).unwrap();
+    let new = grown.forward(&sample, 500.0, &context).unwrap();
+    let diff = (old - &new).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+    // The loss reaches the new blocks: their output projections get a gradient (the rest of
+    // each new block does once those move off zero).
+    let grads = new.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+    let data = vars.data().lock().unwrap();
+    for name in report.new.iter().filter(|n| n.ends_with("proj_out.weight")) {
+        let g = grads.get(data[name].as_tensor()).expect("gradient");
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{name} has no gradient");
+    }
+    drop(data);
+
+    // Growing the other way (a file with weights the model lacks) is refused and changes
+    // nothing; so is a weight of another shape.
+    let grown_file = dir.path().join("grown.safetensors");
+    let grown_weights = weights_as_tensors(&named_vars(&vars).unwrap());
+    candle_core::safetensors::save(&grown_weights, &grown_file).unwrap();
+    let small = DiffusionRun::new(5);
+    let keep = weights(&named_vars(&small.unet_vars).unwrap());
+    let err = grow_vars_from_file(&small.unet_vars, &grown_file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not in the model"), "{err}");
+    assert_eq!(weights(&named_vars(&small.unet_vars).unwrap()), keep);
+    let mut reshaped = weights_as_tensors(trainer.params());
+    reshaped.insert(
+        "conv_in.bias".into(),
+        Tensor::zeros(3, DType::F32, &DEV).unwrap(),
+    );
+    candle_core::safetensors::save(&reshaped, &file).unwrap();
+    let err = grow_vars_from_file(&small.unet_vars, &file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv_in.bias is [3] in the file"), "{err}");
+}
+
+fn weights_as_tensors(params: &Params) -> HashMap<String, Tensor> {
+    params
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect()
 }
 
 // ---------------------------------------------------------------- VAE

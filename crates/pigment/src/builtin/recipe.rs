@@ -25,8 +25,8 @@ use crate::train::clip::{clip_loss, MAX_LOGIT_SCALE};
 use crate::train::diffusion::{encode_latents, DiffusionObjective};
 use crate::train::vae::{Reconstruction, VaeObjective};
 use crate::train::{
-    init_vars_from_file, named_vars, seeded_var_builder, AdamWConfig, LrSchedule, ProgressFn,
-    StepContext, TrainRng, Trainer, TrainerConfig,
+    grow_vars_from_file, init_vars_from_file, named_vars, seeded_var_builder, AdamWConfig,
+    LrSchedule, ProgressFn, StepContext, TrainRng, Trainer, TrainerConfig,
 };
 use crate::unet::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
@@ -158,6 +158,10 @@ pub struct StageOptions {
     /// e.g. the shipped f16 export) instead of a seeded random init: fine-tuning. Used when the
     /// stage has no checkpoint yet; a checkpoint, once written, is what a rerun resumes.
     pub init_weights: Option<PathBuf>,
+    /// With `init_weights`: the model may have weights the file lacks (a grown architecture);
+    /// they start from the seeded init, new attention outputs at zero, so the grown model
+    /// starts as the file's ([`grow_vars_from_file`]).
+    pub grow: bool,
     /// The UNet stage's min-SNR-gamma loss weighting (None: plain L_simple, every timestep
     /// weighted 1).
     pub snr_gamma: Option<f64>,
@@ -195,8 +199,18 @@ fn stage_trainer(vars: &VarMap, opts: &StageOptions, config: TrainerConfig) -> R
         dir.read_dir()
             .is_ok_and(|mut entries| entries.next().is_some())
     });
-    if let (Some(path), false) = (&opts.init_weights, has_checkpoint) {
-        init_vars_from_file(vars, path)?;
+    match (&opts.init_weights, has_checkpoint) {
+        (Some(path), false) if opts.grow => {
+            let report = grow_vars_from_file(vars, path)?;
+            tracing::info!(
+                "grew the model from {}: {} weights loaded, {} new",
+                path.display(),
+                report.loaded,
+                report.new.len()
+            );
+        }
+        (Some(path), false) => init_vars_from_file(vars, path)?,
+        _ => {}
     }
     let mut trainer = Trainer::new(named_vars(vars)?, config)?;
     if opts.profile_steps {
@@ -585,7 +599,13 @@ pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
         &out.join("unet/diffusion_pytorch_model.safetensors"),
         DType::F16,
     )?;
-    write_json(&out.join("unet/config.json"), &unet_config())?;
+    // The config the UNet was trained with (train_unet writes it), not today's recipe's: a
+    // work folder trained before the recipe grew still exports a loadable model.
+    std::fs::copy(
+        work_dir.join("unet/config.json"),
+        out.join("unet/config.json"),
+    )
+    .map_err(|e| Error::io(out.join("unet/config.json"), e))?;
     std::fs::create_dir_all(out.join("scheduler")).map_err(|e| Error::io(out, e))?;
     write_json(
         &out.join("scheduler/scheduler_config.json"),

@@ -65,9 +65,16 @@ pub fn init_vars_from_file(vars: &VarMap, path: &Path) -> Result<()> {
     }
     problems.sort();
     if let Some(first) = problems.first() {
+        // Only weights missing, none mismatched: most likely a model the recipe has grown
+        // from, which --grow loads.
+        let hint = if problems.iter().all(|p| p.ends_with(" is missing")) {
+            ", or add --grow if this model grew from the file's (new blocks start untrained)"
+        } else {
+            ""
+        };
         return Err(Error::invalid(format!(
             "--init {} does not fit this model: {} of its {} weights differ ({first}); give \
-             weights of the same config",
+             weights of the same config{hint}",
             path.display(),
             problems.len(),
             data.len(),
@@ -81,6 +88,76 @@ pub fn init_vars_from_file(vars: &VarMap, path: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What [`grow_vars_from_file`] did: the variables it loaded, and those the file lacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowReport {
+    pub loaded: usize,
+    /// New variables, sorted: their seeded init, or zero for a new attention's `proj_out`.
+    pub new: Vec<String>,
+}
+
+/// Growing a model: like [`init_vars_from_file`], but the model may have variables the file
+/// lacks (blocks added to a trained network, e.g. a cross-attention transformer at another
+/// resolution). Every tensor of the file must still be a variable of the model, with its
+/// shape, so an unrelated file is refused. New variables keep their seeded init, except the
+/// output projection (`proj_out`) of a new attention block, which starts at zero: such a block
+/// is residual (diffusers' Transformer2DModel adds its input back), so it then passes its
+/// input through and the grown model computes exactly what the file's model did; training
+/// opens it from there (the zero-initialised output layer of ControlNet, Zhang et al. 2023,
+/// section 3.1).
+pub fn grow_vars_from_file(vars: &VarMap, path: &Path) -> Result<GrowReport> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "--init {}: no such file; give the .safetensors weights of the model to grow",
+            path.display()
+        )));
+    }
+    let loaded = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::invalid("the variable map's lock is poisoned"))?;
+    let mut problems = Vec::new();
+    for (name, t) in &loaded {
+        match data.get(name) {
+            Some(var) if var.dims() == t.dims() => {}
+            Some(var) => problems.push(format!(
+                "{name} is {:?} in the file, {:?} in the model",
+                t.dims(),
+                var.dims()
+            )),
+            None => problems.push(format!("{name} is not in the model")),
+        }
+    }
+    problems.sort();
+    if let Some(first) = problems.first() {
+        return Err(Error::invalid(format!(
+            "--init {} cannot grow into this model: {} of its {} weights do not fit ({first}); \
+             a grown model must keep every weight of the old one",
+            path.display(),
+            problems.len(),
+            loaded.len(),
+        )));
+    }
+    let mut new = Vec::new();
+    for (name, var) in data.iter() {
+        match loaded.get(name) {
+            Some(t) => var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?,
+            None => {
+                if name.contains(".proj_out.") {
+                    var.set(&var.as_tensor().zeros_like()?)?;
+                }
+                new.push(name.clone());
+            }
+        }
+    }
+    new.sort();
+    Ok(GrowReport {
+        loaded: loaded.len(),
+        new,
+    })
 }
 
 /// The initial values of variable `name` with `shape` under `init`, from `seed`.

@@ -32,7 +32,9 @@ pub use checkpoint::{
 pub use clip_grad::{clip_grad_norm, global_grad_norm};
 pub use data_order::{DataOrder, DataPosition};
 pub use ema::Ema;
-pub use init::{init_vars_from_file, initial_values, seeded_var_builder};
+pub use init::{
+    grow_vars_from_file, init_vars_from_file, initial_values, seeded_var_builder, GrowReport,
+};
 pub use log::{read_log, LossLog, ProgressFn, StepRecord};
 pub use lr_schedule::LrSchedule;
 pub use optimizer::{AdamW, AdamWConfig};
