@@ -4,7 +4,9 @@
 //! from an unseeded generator, so two runs would start from different weights; here the same
 //! seed gives the same model, whatever order the layers are built in.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::MutexGuard;
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
@@ -40,17 +42,8 @@ pub fn seeded_var_builder(
 /// f32 run). Every variable must be in the file with its shape, else nothing is changed and the
 /// error names the first mismatch: a different model's file is refused, never half-loaded.
 pub fn init_vars_from_file(vars: &VarMap, path: &Path) -> Result<()> {
-    if !path.is_file() {
-        return Err(Error::invalid(format!(
-            "--init {}: no such file; give the .safetensors weights of this stage's model",
-            path.display()
-        )));
-    }
-    let loaded = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("the variable map's lock is poisoned"))?;
+    let loaded = read_init_file(path, "this stage's model")?;
+    let data = lock_vars(vars)?;
     let mut problems = Vec::new();
     for (name, var) in data.iter() {
         match loaded.get(name) {
@@ -108,17 +101,8 @@ pub struct GrowReport {
 /// opens it from there (the zero-initialised output layer of ControlNet, Zhang et al. 2023,
 /// section 3.1).
 pub fn grow_vars_from_file(vars: &VarMap, path: &Path) -> Result<GrowReport> {
-    if !path.is_file() {
-        return Err(Error::invalid(format!(
-            "--init {}: no such file; give the .safetensors weights of the model to grow",
-            path.display()
-        )));
-    }
-    let loaded = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("the variable map's lock is poisoned"))?;
+    let loaded = read_init_file(path, "the model to grow")?;
+    let data = lock_vars(vars)?;
     let mut problems = Vec::new();
     for (name, t) in &loaded {
         match data.get(name) {
@@ -158,6 +142,23 @@ pub fn grow_vars_from_file(vars: &VarMap, path: &Path) -> Result<GrowReport> {
         loaded: loaded.len(),
         new,
     })
+}
+
+/// The tensors of an `--init` file, on the CPU; a missing file is named with what it should be.
+fn read_init_file(path: &Path, what: &str) -> Result<HashMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "--init {}: no such file; give the .safetensors weights of {what}",
+            path.display()
+        )));
+    }
+    Ok(candle_core::safetensors::load(path, &Device::Cpu)?)
+}
+
+fn lock_vars(vars: &VarMap) -> Result<MutexGuard<'_, HashMap<String, Var>>> {
+    vars.data()
+        .lock()
+        .map_err(|_| Error::invalid("the variable map's lock is poisoned"))
 }
 
 /// The initial values of variable `name` with `shape` under `init`, from `seed`.
