@@ -95,8 +95,9 @@ pub const VAE_CROP: usize = 32;
 /// the 64-wide text tower at 8x8 and 4x4. Attention at 16x16 costs ~40% of a training step
 /// and gained nothing: a cross-attention-only transformer there, grown into the fifth UNet and
 /// trained 1100 steps, scored as the same run without it (README, "Exactly how"), since the
-/// text tower hardly tells shape words apart. The extra level costs 1.35x the 16x16 network's training step,
-/// against 4x for the old widths at 32x32. 8 groups per norm, as 16 channels allow.
+/// text tower hardly tells shape words apart. The extra level costs 1.35x the 16x16 network's
+/// training step, against 4x for the old widths at 32x32. 8 groups per norm, as 16 channels
+/// allow.
 pub fn unet_config() -> UNet2DConditionConfig {
     UNet2DConditionConfig {
         sample_size: IMAGE_SIZE as usize / 2,
