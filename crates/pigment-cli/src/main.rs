@@ -51,7 +51,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PIGMENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The library's info lines are the few a user wants to see (a training stage
+                // resumed from a checkpoint, or grown from a smaller model's weights).
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pigment=info")),
         )
         .with_writer(std::io::stderr)
         .init();

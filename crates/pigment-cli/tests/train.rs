@@ -151,7 +151,10 @@ fn stages_train_resume_export_and_generate() {
         stderr.contains("does not fit this model") && stderr.contains("add --grow"),
         "{stderr}"
     );
-    ok(&pigment(&[&grow_args[..], &["--grow"]].concat()));
+    let grew = pigment(&[&grow_args[..], &["--grow"]].concat());
+    ok(&grew);
+    let stderr = String::from_utf8_lossy(&grew.stderr);
+    assert!(stderr.contains("grew the model from"), "{stderr}");
     let grown_unet = std::fs::read(grown.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
     let grown_unet = safetensors::SafeTensors::deserialize(&grown_unet).unwrap();
     assert!(
