@@ -451,11 +451,7 @@ fn fine_tuning_starts_from_the_given_weights_and_refuses_another_models() {
     let mut trainer = run.trainer(dir.path(), 5);
     trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
     let trained = weights(trainer.params());
-    let f16: HashMap<String, Tensor> = trainer
-        .params()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().to_dtype(DType::F16).unwrap()))
-        .collect();
+    let f16 = weights_as_tensors(trainer.params(), DType::F16);
     let file = dir.path().join("unet.safetensors");
     candle_core::safetensors::save(&f16, &file).unwrap();
 
@@ -528,7 +524,8 @@ fn a_grown_unet_starts_as_the_old_one_and_its_new_attention_learns() {
     let mut trainer = run.trainer(dir.path(), 5);
     trainer.run(u64::MAX, |ctx| run.loss(ctx)).unwrap();
     let file = dir.path().join("unet.safetensors");
-    candle_core::safetensors::save(&weights_as_tensors(trainer.params()), &file).unwrap();
+    candle_core::safetensors::save(&weights_as_tensors(trainer.params(), DType::F32), &file)
+        .unwrap();
 
     let vars = VarMap::new();
     let grown = UNet2DConditionModel::new(
@@ -573,7 +570,7 @@ fn a_grown_unet_starts_as_the_old_one_and_its_new_attention_learns() {
     // Growing the other way (a file with weights the model lacks) is refused and changes
     // nothing; so is a weight of another shape.
     let grown_file = dir.path().join("grown.safetensors");
-    let grown_weights = weights_as_tensors(&named_vars(&vars).unwrap());
+    let grown_weights = weights_as_tensors(&named_vars(&vars).unwrap(), DType::F32);
     candle_core::safetensors::save(&grown_weights, &grown_file).unwrap();
     let small = DiffusionRun::new(5);
     let keep = weights(&named_vars(&small.unet_vars).unwrap());
@@ -582,7 +579,7 @@ fn a_grown_unet_starts_as_the_old_one_and_its_new_attention_learns() {
         .to_string();
     assert!(err.contains("is not in the model"), "{err}");
     assert_eq!(weights(&named_vars(&small.unet_vars).unwrap()), keep);
-    let mut reshaped = weights_as_tensors(trainer.params());
+    let mut reshaped = weights_as_tensors(trainer.params(), DType::F32);
     reshaped.insert(
         "conv_in.bias".into(),
         Tensor::zeros(3, DType::F32, &DEV).unwrap(),
@@ -594,10 +591,11 @@ fn a_grown_unet_starts_as_the_old_one_and_its_new_attention_learns() {
     assert!(err.contains("conv_in.bias is [3] in the file"), "{err}");
 }
 
-fn weights_as_tensors(params: &Params) -> HashMap<String, Tensor> {
+/// The parameters as named tensors of `dtype`, as a weights file holds them.
+fn weights_as_tensors(params: &Params, dtype: DType) -> HashMap<String, Tensor> {
     params
         .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .map(|(n, v)| (n.clone(), v.as_tensor().to_dtype(dtype).unwrap()))
         .collect()
 }
 

@@ -557,6 +557,14 @@ pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
         }
         Ok(candle_core::safetensors::load(&path, &device)?)
     };
+    // The configs the VAE and UNet were trained with (their stages write them), not today's
+    // recipe's: a work folder trained before the recipe changed still exports a loadable model.
+    let copy_trained_config = |stage: &str| -> Result<()> {
+        let to = out.join(stage).join("config.json");
+        std::fs::copy(work_dir.join(stage).join("config.json"), &to)
+            .map(drop)
+            .map_err(|e| Error::io(to, e))
+    };
     let clip = load(work_dir.join("clip/model.safetensors"))?;
     let vae = load(work_dir.join("vae/diffusion_pytorch_model.safetensors"))?;
     let unet = load(work_dir.join("unet/diffusion_pytorch_model.safetensors"))?;
@@ -592,23 +600,13 @@ pub fn export(work_dir: &Path, out: &Path) -> Result<()> {
         &out.join("vae/diffusion_pytorch_model.safetensors"),
         DType::F16,
     )?;
-    std::fs::copy(
-        work_dir.join("vae/config.json"),
-        out.join("vae/config.json"),
-    )
-    .map_err(|e| Error::io(out.join("vae/config.json"), e))?;
+    copy_trained_config("vae")?;
     save_weights(
         &unet,
         &out.join("unet/diffusion_pytorch_model.safetensors"),
         DType::F16,
     )?;
-    // The config the UNet was trained with (train_unet writes it), not today's recipe's: a
-    // work folder trained before the recipe grew still exports a loadable model.
-    std::fs::copy(
-        work_dir.join("unet/config.json"),
-        out.join("unet/config.json"),
-    )
-    .map_err(|e| Error::io(out.join("unet/config.json"), e))?;
+    copy_trained_config("unet")?;
     std::fs::create_dir_all(out.join("scheduler")).map_err(|e| Error::io(out, e))?;
     write_json(
         &out.join("scheduler/scheduler_config.json"),
